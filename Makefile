@@ -1,0 +1,54 @@
+# The interface users, tests and CI share. Everything it needs is installed by
+# the targets themselves (Python venv and Go-built tools, cached under ~/.cache).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV = $(shell hack/venv.sh)
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help venv deps demo test lint sanity unit integration cluster-build cluster-up cluster-down cluster-kubeconfig cluster-status bench-cluster
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+
+venv: ## create the Python venv (cached under ~/.cache)
+	@hack/venv.sh >/dev/null
+
+deps: ## install system packages the tests need (Debian)
+	@hack/deps.sh
+
+cluster-build: ## build the cluster's upstream binaries (cached under ~/.cache)
+	@cluster/build.sh all
+
+cluster-up: venv ## start the local kwok cluster with GPU nodes; prints the kubeconfig path last
+	@cluster/cluster.sh up
+
+cluster-down: ## stop the local cluster and every process it started
+	@cluster/cluster.sh down
+
+cluster-kubeconfig: ## print the local cluster's kubeconfig path
+	@cluster/cluster.sh kubeconfig
+
+cluster-status: ## show the local cluster's components and nodes
+	@cluster/cluster.sh status
+
+demo: deps venv cluster-up ## from a fresh machine: bootstrap the local cluster with the collection
+	@hack/demo.sh
+
+test: deps venv ## from a fresh machine: every check and test
+	@hack/test.sh all
+
+lint: venv ## yamllint and ansible-lint
+	@hack/test.sh lint
+
+sanity: venv ## ansible-test sanity on a copy of the collection
+	@hack/test.sh sanity
+
+unit: venv ## unit tests (no cluster)
+	@hack/test.sh unit
+
+integration: venv ## integration tests against the local cluster (or AI_SERVING_KUBECONFIG)
+	@hack/test.sh integration
+
+bench-cluster: venv ## measure the local cluster: build/start times, memory, 1k nodes/5k pods
+	@python3 hack/bench_cluster.py

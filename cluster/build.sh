@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Build the local cluster's upstream binaries from the Go module proxy into a
+# per-version cache under ~/.cache (never into the repo). Idempotent: a binary
+# that is already cached is not rebuilt.
+#
+#   cluster/build.sh [all|kube|etcd|kwok|helm]...
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=cluster/lib.sh
+. "${here}/lib.sh"
+
+require_go() {
+  # GO names the toolchain; else go on PATH, else Go's default install dir.
+  local go_bin=${GO:-$(command -v go || true)}
+  [[ -z "${go_bin}" && -x /usr/local/go/bin/go ]] && go_bin=/usr/local/go/bin/go
+  [[ -n "${go_bin}" && -x "${go_bin}" ]] ||
+    die "no Go toolchain (${GO:-go not on PATH nor in /usr/local/go/bin}): the cluster's binaries are built from source. Install Go >= 1.24 (e.g. apt-get install golang-go), or set AI_SERVING_CACHE_DIR to a cache that already holds the binaries."
+  PATH="$(dirname "${go_bin}"):${PATH}"
+  export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+  export GOMODCACHE="${CACHE_DIR}/gomod"
+  export GOCACHE="${CACHE_DIR}/gobuild"
+}
+
+# go list against the proxy; a clear message when it is unreachable.
+check_proxy() {
+  local mod=$1
+  if ! go list -m -json "${mod}" >/dev/null 2>"${CACHE_DIR}/proxy-check.log"; then
+    die "cannot fetch ${mod} from the Go module proxy ($(go env GOPROXY)): $(tail -n 1 "${CACHE_DIR}/proxy-check.log"). Check network access to the proxy or set GOPROXY."
+  fi
+}
+
+build_kube() {
+  local out="${BIN_DIR}/kube-${KUBE_VERSION}"
+  if [[ -x "${out}/kube-apiserver" && -x "${out}/kube-controller-manager" && -x "${out}/kube-scheduler" ]]; then
+    return 0
+  fi
+  require_go
+  check_proxy "k8s.io/kubernetes@${KUBE_VERSION}"
+  local mod="${CACHE_DIR}/src/kube-${KUBE_VERSION}"
+  mkdir -p "${mod}" "${out}"
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler ${KUBE_VERSION} (cold: 15-30 min on 2 cores)"
+  # k8s.io/kubernetes replaces its staging modules with ./staging paths, so it
+  # cannot be `go install`ed; a module of ours pins each of them to its v0.X tag.
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  local staging_version="v0${KUBE_VERSION#v1}"
+  {
+    echo "module local/kube-build"
+    echo
+    grep -E '^go [0-9]' "${gomod}"
+    grep -E '^godebug ' "${gomod}" || true
+    echo
+    echo "require k8s.io/kubernetes ${KUBE_VERSION}"
+    echo
+    echo "replace ("
+    sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 '"${staging_version}"'#p' "${gomod}"
+    echo ")"
+  } >"${mod}/go.mod"
+  (
+    cd "${mod}"
+    local pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler)
+    go get "${pkgs[@]/%/@${KUBE_VERSION}}" >/dev/null 2>>"${CACHE_DIR}/go-get.log"
+    local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+    local ldflags="-s -w" pkg
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ldflags+=" -X ${pkg}.gitVersion=${KUBE_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
+      ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
+    done
+    for pkg in "${pkgs[@]}"; do
+      log "  go build ${pkg##*/}"
+      go build -trimpath -tags selinux,notest -ldflags "${ldflags}" -o "${out}/${pkg##*/}.tmp" "${pkg}"
+      mv "${out}/${pkg##*/}.tmp" "${out}/${pkg##*/}"
+    done
+  )
+}
+
+build_etcd() {
+  local out="${BIN_DIR}/etcd-${ETCD_VERSION}"
+  [[ -x "${out}/etcd" ]] && return 0
+  require_go
+  check_proxy "go.etcd.io/etcd/server/v3@${ETCD_VERSION}"
+  local mod="${CACHE_DIR}/src/etcd-${ETCD_VERSION}"
+  mkdir -p "${mod}" "${out}"
+  log "building etcd ${ETCD_VERSION}"
+  (
+    cd "${mod}"
+    # server/v3 carries replace lines too, so it is built from a module of ours.
+    printf 'module local/etcd-build\n\ngo 1.23\n' >go.mod
+    go get "go.etcd.io/etcd/server/v3@${ETCD_VERSION}" >/dev/null 2>>"${CACHE_DIR}/go-get.log"
+    go build -trimpath -ldflags "-s -w" -o "${out}/etcd.tmp" go.etcd.io/etcd/server/v3
+    mv "${out}/etcd.tmp" "${out}/etcd"
+  )
+}
+
+build_kwok() {
+  local out="${BIN_DIR}/kwok-${KWOK_VERSION}"
+  [[ -x "${out}/kwok" && -x "${out}/kwokctl" ]] && return 0
+  require_go
+  check_proxy "sigs.k8s.io/kwok@${KWOK_VERSION}"
+  mkdir -p "${out}"
+  log "building kwok and kwokctl ${KWOK_VERSION}"
+  GOBIN="${out}" go install -trimpath -ldflags "-s -w" \
+    "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" "sigs.k8s.io/kwok/cmd/kwokctl@${KWOK_VERSION}"
+}
+
+build_helm() {
+  local out="${BIN_DIR}/helm-${HELM_VERSION}"
+  [[ -x "${out}/helm" ]] && return 0
+  require_go
+  check_proxy "helm.sh/helm/v3@${HELM_VERSION}"
+  mkdir -p "${out}"
+  log "building helm ${HELM_VERSION}"
+  GOBIN="${out}" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
+    "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+}
+
+targets=("$@")
+[[ ${#targets[@]} -eq 0 ]] && targets=(all)
+for t in "${targets[@]}"; do
+  case "${t}" in
+    all) build_etcd; build_kwok; build_kube ;;
+    kube) build_kube ;;
+    etcd) build_etcd ;;
+    kwok) build_kwok ;;
+    helm) build_helm ;;
+    *) die "unknown build target '${t}': use all, kube, etcd, kwok or helm" ;;
+  esac
+done

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Make the local cluster's simulated nodes match a topology file.
+
+    topology.py sync FILE KUBECONFIG   create missing nodes (with their status),
+                                       update changed ones, delete ours that FILE
+                                       no longer lists, wait until all are Ready
+    topology.py nodes FILE             print the Node objects as a JSON v1 List
+
+FILE lists pools; a pool is `count` identical nodes named <name>-0, <name>-1...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import yaml
+
+# Marks the nodes this project manages, so a sync can delete the ones a
+# topology no longer lists; kwok's controller takes over annotated nodes.
+MANAGED_LABEL = "sim.creativeflow.ai/topology"
+KWOK_ANNOTATION = {"kwok.x-k8s.io/node": "fake"}
+FIELD_MANAGER = "creativeflow-cluster"
+
+
+def load(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    pools = data.get("pools")
+    if not isinstance(pools, list) or not pools:
+        raise SystemExit(f"{path}: expected a non-empty 'pools' list")
+    nodes = []
+    for pool in pools:
+        for key in ("name", "count", "capacity"):
+            if key not in pool:
+                raise SystemExit(f"{path}: pool {pool.get('name', '?')!r} lacks '{key}'")
+        nodes.extend(node(f"{pool['name']}-{i}", pool) for i in range(int(pool["count"])))
+    return nodes
+
+
+def node(name: str, pool: dict[str, Any]) -> dict[str, Any]:
+    capacity = {str(k): str(v) for k, v in pool["capacity"].items()}
+    labels = {str(k): str(v) for k, v in (pool.get("labels") or {}).items()}
+    labels.update({
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        MANAGED_LABEL: str(pool["name"]),
+    })
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": dict(KWOK_ANNOTATION)},
+        "spec": {"taints": pool.get("taints") or []},
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
+
+
+def sync(path: str, kubeconfig: str, timeout: float = 300) -> None:
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+
+    wanted = {n["metadata"]["name"]: n for n in load(path)}
+    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    existing = {n.metadata.name for n in api.list_node(label_selector=MANAGED_LABEL).items}
+
+    def put(obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if name not in existing:
+            try:
+                api.create_node(obj)  # status is kept on create
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        body = {k: obj[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+        api.patch_node(name, body, field_manager=FIELD_MANAGER, force=True,
+                       _content_type="application/apply-patch+yaml")
+        api.patch_node_status(name, {"status": obj["status"]})
+
+    def drop(name: str) -> None:
+        api.delete_node(name)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, wanted.values()))
+        list(pool.map(drop, sorted(existing - set(wanted))))
+
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = {
+            n.metadata.name
+            for n in api.list_node(label_selector=MANAGED_LABEL).items
+            if any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+        }
+        if set(wanted) <= ready:
+            return
+        if time.monotonic() > deadline:
+            missing = sorted(set(wanted) - ready)
+            raise SystemExit(f"{len(missing)} node(s) not Ready after {timeout:.0f}s, e.g. {missing[:5]}")
+        time.sleep(0.5)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[1] == "sync":
+        sync(argv[2], argv[3])
+    elif len(argv) == 3 and argv[1] == "nodes":
+        json.dump({"apiVersion": "v1", "kind": "List", "items": load(argv[2])}, sys.stdout)
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,174 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: model_catalog
+short_description: Validate the AI model catalog and resolve one model for an environment
+version_added: 0.1.0
+description:
+  - Validates the model catalog (the inventory variable C(ai_serving_models)) against its schema and the rules
+    a schema cannot express, and fails listing every problem, each naming the model, the path of the field,
+    the bad value and what is expected.
+  - The catalog is a dict keyed by model name (a DNS-1035 label). Each entry says how to serve the model
+    (C(runtime), C(image), C(replicas), C(resources), C(gpu), C(autoscaling), C(pdb), C(strategy), C(env),
+    C(env_from_secrets), C(model), C(probes), C(node_selector), C(tolerations), the runtime's own section) and
+    may carry per-environment overrides under C(environments).
+  - Each entry is also validated with each of its environment overrides merged in, so an override cannot
+    break an entry.
+  - With O(model), returns that model's entry with the O(environment)'s overrides deep-merged over it
+    (dicts merge key by key, lists and scalars replace, V(null) removes a key), C(environments) removed,
+    defaults filled in and C(name) added. A model that is not in the catalog fails with the list of known models.
+  - The schema, every field and the merge rules are described in C(docs/model_catalog.md) of the collection.
+  - Reads nothing but its arguments and changes nothing.
+author:
+  - creativeflow.ai platform team (@creativeflow-ai)
+requirements:
+  - jsonschema >= 4.0 (Draft 2020-12 support)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    support: full
+    platforms: all
+options:
+  catalog:
+    description:
+      - The model catalog, usually V({{ ai_serving_models }}).
+      - A dict keyed by model name; see the description for the entries.
+    type: dict
+    required: true
+  model:
+    description:
+      - Name of the model to resolve, usually V({{ model }}) from C(-e model=NAME).
+      - When omitted, only the catalog is validated and RV(model) is not returned.
+    type: str
+  environment:
+    description:
+      - The environment whose overrides (C(environments.<environment>) of the entry) are merged over the entry,
+        usually V({{ ai_serving_environment }}).
+      - When omitted, the entry is returned as written, without any environment's overrides.
+    type: str
+    choices: [local, dev, prod]
+notes:
+  - The whole catalog is validated, for every environment, whether or not O(model) is given, so a broken entry
+    is caught by whichever model is deployed next.
+"""
+
+EXAMPLES = r"""
+- name: Validate the catalog and resolve the model to deploy
+  creativeflow.ai_serving.model_catalog:
+    catalog: "{{ ai_serving_models }}"
+    model: "{{ model }}"
+    environment: "{{ ai_serving_environment }}"
+  register: __catalog
+
+- name: Show the replicas the environment gets
+  ansible.builtin.debug:
+    msg: "{{ __catalog.model.name }}: {{ __catalog.model.replicas }} replicas of {{ __catalog.model.image.repository }}"
+
+- name: Only validate the catalog (for example in CI)
+  creativeflow.ai_serving.model_catalog:
+    catalog: "{{ ai_serving_models }}"
+"""
+
+RETURN = r"""
+models:
+  description: The names of the catalog's models, sorted.
+  returned: always
+  type: list
+  elements: str
+  sample: [image-classifier, sentiment-analysis, text-generation-gpt, vision-models]
+model:
+  description:
+    - The entry of O(model) with the overrides of O(environment) deep-merged over it, C(environments) removed,
+      defaults filled in (C(replicas=1), C(gpu.count=0), C(gpu.resource=nvidia.com/gpu),
+      C(autoscaling.enabled=false), C(pdb.enabled=false), C(strategy.type=RollingUpdate),
+      C(image.pull_policy=IfNotPresent), C(env={}), C(env_from_secrets=[]), C(model.source=image)) and C(name) set
+      to the model's name.
+  returned: when O(model) is given
+  type: dict
+  sample:
+    name: image-classifier
+    runtime: tf_serving
+    image: {repository: registry.creativeflow.ai/models/image-classifier, tag: "1.4.0", pull_policy: IfNotPresent}
+    replicas: 3
+    resources: {requests: {cpu: "1", memory: 2Gi}, limits: {cpu: "2", memory: 4Gi}}
+    gpu: {count: 1, resource: nvidia.com/gpu}
+    autoscaling: {enabled: true, min_replicas: 3, max_replicas: 6, target_cpu_utilization: 70}
+    pdb: {enabled: true, max_unavailable: 1}
+    strategy: {type: RollingUpdate, max_surge: 0, max_unavailable: 1}
+    env: {}
+    env_from_secrets: []
+    model: {source: image}
+    tf_serving:
+      model_name: image_classifier_model
+      model_base_path: /models/image_classifier_model
+      version_policy: {type: latest, num_versions: 1}
+problems:
+  description: On failure, every problem found, one message each.
+  returned: failure
+  type: list
+  elements: str
+  sample: ["models.image-classifier.replicas: -1 is less than the minimum of 0"]
+known_models:
+  description: On failure because O(model) is not in the catalog, the names of the models that are.
+  returned: failure
+  type: list
+  elements: str
+  sample: [image-classifier, text-generation-gpt]
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import (
+    ENVIRONMENTS,
+    HAS_JSONSCHEMA,
+    JSONSCHEMA_IMPORT_ERROR,
+    CatalogError,
+    UnknownModelError,
+    check_catalog,
+    model_names,
+    resolve_model,
+)
+
+
+def argument_spec() -> dict:
+    return dict(
+        catalog=dict(type="dict", required=True),
+        model=dict(type="str"),
+        environment=dict(type="str", choices=list(ENVIRONMENTS)),
+    )
+
+
+def run(module: AnsibleModule) -> dict:
+    """Validate, then resolve; CatalogError propagates to main()."""
+    catalog = module.params["catalog"]
+    check_catalog(catalog)
+    result: dict = dict(changed=False, models=model_names(catalog))
+    if module.params["model"] is not None:
+        result["model"] = resolve_model(catalog, module.params["model"], module.params["environment"])
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    if not HAS_JSONSCHEMA:
+        module.fail_json(msg=missing_required_lib("jsonschema"), exception=JSONSCHEMA_IMPORT_ERROR)
+    try:
+        module.exit_json(**run(module))
+    except UnknownModelError as exc:
+        module.fail_json(msg=str(exc), problems=exc.problems, known_models=exc.known, changed=False)
+    except CatalogError as exc:
+        module.fail_json(msg=str(exc), problems=exc.problems, changed=False)
+
+
+if __name__ == "__main__":
+    main()
