@@ -62,13 +62,34 @@ unit() {
   pytest tests/unit
 }
 
+server() {
+  step "custom_server tests (real server processes, schemathesis, SIGTERM drain)"
+  # The server has its own dependencies (FastAPI, scikit-learn, ONNX Runtime...),
+  # so its own venv, keyed like the main one.
+  local key server_venv
+  key=$(cat custom_server/requirements-dev.txt custom_server/pyproject.toml | sha256sum | cut -c1-12)
+  server_venv="$(dirname "${venv}")/custom-server-venv-${key}"
+  (
+    exec 9>"$(dirname "${venv}")/custom-server-venv.lock"
+    flock 9
+    if [[ ! -f "${server_venv}/.complete" ]]; then
+      rm -rf "${server_venv}"
+      python3 -m venv "${server_venv}"
+      "${server_venv}/bin/pip" install --quiet --disable-pip-version-check \
+        -r custom_server/requirements-dev.txt -e custom_server
+      touch "${server_venv}/.complete"
+    fi
+  )
+  "${server_venv}/bin/pytest" -c custom_server/pyproject.toml --rootdir custom_server custom_server/tests
+}
+
 integration() {
   step "integration tests (cluster: ${AI_SERVING_KUBECONFIG:-local kwok cluster})"
   pytest tests/integration
 }
 
 case "${1:-all}" in
-  all) lint; sanity; unit; integration ;;
-  lint | sanity | unit | integration) "$1" ;;
-  *) echo "usage: $0 all|lint|sanity|unit|integration" >&2; exit 2 ;;
+  all) lint; sanity; unit; server; integration ;;
+  lint | sanity | unit | server | integration) "$1" ;;
+  *) echo "usage: $0 all|lint|sanity|unit|server|integration" >&2; exit 2 ;;
 esac

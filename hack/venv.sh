@@ -10,6 +10,10 @@ python=${PYTHON:-python3}
 
 key=$(cat "${root}/requirements.txt" "${root}/requirements-dev.txt" | sha256sum | cut -c1-12)
 venv="${cache}/venv-${key}"
+mkdir -p "${cache}"
+# One creator at a time: parallel test runs may all ask for the venv.
+exec 9>"${cache}/venv.lock"
+flock 9
 if [[ ! -x "${venv}/bin/ansible-playbook" || ! -f "${venv}/.complete" ]]; then
   command -v "${python}" >/dev/null || { echo "ERROR: ${python} not found; install Python >= 3.11" >&2; exit 1; }
   echo "[venv] creating ${venv}" >&2
@@ -18,6 +22,7 @@ if [[ ! -x "${venv}/bin/ansible-playbook" || ! -f "${venv}/.complete" ]]; then
   "${venv}/bin/pip" install --quiet --disable-pip-version-check -r "${root}/requirements-dev.txt" >&2
   touch "${venv}/.complete"
 fi
+flock -u 9
 
 link="${root}/.collections/ansible_collections/creativeflow/ai_serving"
 if [[ ! -L "${link}" ]]; then

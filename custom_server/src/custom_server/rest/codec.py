@@ -1,0 +1,168 @@
+"""Wire formats: JSON bodies (orjson out, pydantic-core in) and the v2 binary tensor extension."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from custom_server.dataplane import InferenceResult
+from custom_server.errors import InvalidInput, ServerError, ValidationFailed
+from custom_server.protocol import InferenceRequest, PredictRequest
+from custom_server.tensors import datatype_of, encode_binary_data, encode_json_data, json_default
+
+#: Header of the binary tensor extension: bytes of the JSON part at the start of the body.
+HEADER_LENGTH = "inference-header-content-length"
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_MAX_REPORTED_ERRORS = 5
+
+
+class JSONResponse(Response):
+    """A JSON response rendered by orjson (numpy arrays serialized natively)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dump_json(content)
+
+
+def dump_json(content: Any) -> bytes:
+    """orjson, falling back to the standard library for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(content, option=_JSON_OPTIONS, default=json_default)
+    except orjson.JSONEncodeError:
+        return json.dumps(content, default=json_default, ensure_ascii=False).encode()
+
+
+def error_response(exc: ServerError) -> Response:
+    """The one mapping of a typed error to its response: its status, its headers, ``{"error": ...}``."""
+    body: dict[str, Any] = {"error": exc.message}
+    if isinstance(exc, ValidationFailed):
+        body["detail"] = exc.details
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers or None)
+
+
+def location(loc: Sequence[str | int]) -> str:
+    """``("inputs", 0, "shape")`` -> ``inputs[0].shape``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "body"
+
+
+def _messages(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str, str]]:
+    out = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = tuple(error.get("loc", ()))
+        message = str(error.get("msg", "invalid"))
+        kind = str(error.get("type", "value_error"))
+        if kind == "json_invalid":
+            message = f"the body is not valid JSON ({error.get('ctx', {}).get('error', message)})"
+        elif kind == "model_type":
+            message = "expected a JSON object"
+        out.append((loc, message, kind))
+    return out
+
+
+def _summary(errors: list[tuple[tuple[str | int, ...], str, str]]) -> str:
+    parts = [f"{location(loc)}: {message}" for loc, message, _ in errors[:_MAX_REPORTED_ERRORS]]
+    if len(errors) > _MAX_REPORTED_ERRORS:
+        parts.append(f"and {len(errors) - _MAX_REPORTED_ERRORS} more")
+    return "; ".join(parts)
+
+
+def parse_predict(body: bytes) -> PredictRequest:
+    """The ``/predict`` body; 422 naming each bad field."""
+    try:
+        return PredictRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = _messages(exc)
+        detail: list[dict[str, object]] = [
+            {"loc": ["body", *loc], "msg": message, "type": kind} for loc, message, kind in errors
+        ]
+        raise ValidationFailed(_summary(errors), detail) from None
+
+
+def parse_infer(body: bytes, header_length: str | None) -> tuple[InferenceRequest, list[memoryview | None] | None]:
+    """A v2 inference body (JSON, or JSON + binary tensors); 400 naming each bad field."""
+    binary_part: memoryview | None = None
+    json_part: bytes = body
+    if header_length is not None:
+        try:
+            size = int(header_length)
+        except ValueError:
+            raise InvalidInput(f"header Inference-Header-Content-Length: {header_length!r} is not a number") from None
+        if size < 0 or size > len(body):
+            raise InvalidInput(
+                f"header Inference-Header-Content-Length: {size} is outside the body's {len(body)} bytes"
+            )
+        view = memoryview(body)
+        json_part, binary_part = bytes(view[:size]), view[size:]
+    try:
+        request = InferenceRequest.model_validate_json(json_part)
+    except ValidationError as exc:
+        raise InvalidInput(_summary(_messages(exc))) from None
+    if binary_part is None:
+        return request, None
+    chunks: list[memoryview | None] = []
+    offset = 0
+    for index, item in enumerate(request.inputs):
+        size_value = (item.parameters or {}).get("binary_data_size")
+        if size_value is None:
+            chunks.append(None)
+            continue
+        if isinstance(size_value, bool) or not isinstance(size_value, int) or size_value < 0:
+            raise InvalidInput(f"inputs[{index}].parameters.binary_data_size: expected a non-negative integer")
+        if offset + size_value > len(binary_part):
+            raise InvalidInput(
+                f"inputs[{index}].parameters.binary_data_size: {size_value} bytes run past the body "
+                f"({len(binary_part) - offset} left)"
+            )
+        chunks.append(binary_part[offset : offset + size_value])
+        offset += size_value
+    if offset != len(binary_part):
+        raise InvalidInput(f"body: {len(binary_part) - offset} binary byte(s) belong to no input")
+    return request, chunks
+
+
+def _wants_binary(request: InferenceRequest) -> tuple[bool, set[str]]:
+    every = bool((request.parameters or {}).get("binary_data_output", False))
+    named = {out.name for out in request.outputs or () if (out.parameters or {}).get("binary_data") is True}
+    return every, named
+
+
+def infer_response(result: InferenceResult, request: InferenceRequest) -> Response:
+    """The v2 ``$inference_response`` as JSON, or JSON + binary when the request asked for it."""
+    every, named = _wants_binary(request)
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, array in result.outputs:
+        array = np.asarray(array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape)}
+        if every or name in named:
+            blob = encode_binary_data(array)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = encode_json_data(array)
+        outputs.append(entry)
+    body: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version}
+    if result.id is not None:
+        body["id"] = result.id
+    body["outputs"] = outputs
+    header = dump_json(body)
+    if not blobs:
+        return Response(header, media_type="application/json")
+    return Response(
+        b"".join([header, *blobs]),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )

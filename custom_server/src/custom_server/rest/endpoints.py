@@ -1,0 +1,108 @@
+"""The REST handlers: thin wrappers that parse, call the data plane and encode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from custom_server.dataplane import DataPlane
+from custom_server.rest.codec import HEADER_LENGTH, JSONResponse, infer_response, parse_infer, parse_predict
+
+
+def _json(content: Any, status_code: int = 200) -> Response:
+    return JSONResponse(content, status_code=status_code)
+
+
+class Endpoints:
+    """Handlers bound to one data plane."""
+
+    def __init__(self, data_plane: DataPlane) -> None:
+        self.data_plane = data_plane
+        model = data_plane.model
+        self._live = Response(orjson.dumps({"status": "live"}), media_type="application/json")
+        self._v2_live = Response(orjson.dumps({"live": True}), media_type="application/json")
+        self._ready_body = {"status": "ready", "model": model.name, "model_version": model.version}
+
+    # --- seed endpoints ----------------------------------------------------------------------------
+
+    async def health_live(self) -> Response:
+        """Liveness: 200 while the process serves HTTP (also while the model loads or after it failed)."""
+        return self._live
+
+    async def health_ready(self) -> Response:
+        """Readiness: 200 once the model is loaded; 503 while loading, after a failed load, or draining."""
+        ready, status, error = self.data_plane.readiness()
+        if ready:
+            return _json(self._ready_body)
+        body = {**self._ready_body, "status": status, "error": error}
+        return _json(body, 503)
+
+    async def predict(self, request: Request) -> Response:
+        """Predict: ``{"instances": [...]}`` -> ``{"predictions": [...]}``, one per instance."""
+        parsed = parse_predict(await request.body())
+        model, outputs = await self.data_plane.predict(parsed.instances)
+        predictions: Any = next(iter(outputs.values())) if len(outputs) == 1 else outputs
+        return _json({"predictions": predictions, "model_name": model.name, "model_version": model.version})
+
+    # --- Open Inference Protocol v2 ----------------------------------------------------------------
+
+    async def server_metadata(self) -> Response:
+        """Server metadata: name, version, extensions."""
+        return _json(self.data_plane.server_metadata())
+
+    async def server_live(self) -> Response:
+        """Server live: 200 ``{"live": true}``."""
+        return self._v2_live
+
+    async def server_ready(self) -> Response:
+        """Server ready: 200 ``{"ready": true}``; 503 ``{"ready": false, "error": ...}`` otherwise."""
+        ready, _, error = self.data_plane.readiness()
+        if ready:
+            return _json({"ready": True})
+        return _json({"ready": False, "error": error}, 503)
+
+    async def model_metadata(self, model_name: str) -> Response:
+        """Model metadata: name, versions, platform, inputs, outputs."""
+        return _json(self.data_plane.model_metadata(model_name))
+
+    async def model_version_metadata(self, model_name: str, model_version: str) -> Response:
+        """Model metadata of one version."""
+        return _json(self.data_plane.model_metadata(model_name, model_version))
+
+    async def model_ready(self, model_name: str) -> Response:
+        """Model ready: 200 ``{"name", "ready": true}``; 503 with ``ready: false`` and the reason."""
+        return self._model_ready(model_name, None)
+
+    async def model_version_ready(self, model_name: str, model_version: str) -> Response:
+        """Model ready, for one version."""
+        return self._model_ready(model_name, model_version)
+
+    def _model_ready(self, model_name: str, model_version: str | None) -> Response:
+        ready, error = self.data_plane.model_ready(model_name, model_version)
+        if ready:
+            return _json({"name": model_name, "ready": True})
+        return _json({"name": model_name, "ready": False, "error": error}, 503)
+
+    async def infer(self, request: Request, model_name: str) -> Response:
+        """Inference (JSON tensors, or the binary tensor extension)."""
+        return await self._infer(request, model_name, None)
+
+    async def infer_version(self, request: Request, model_name: str, model_version: str) -> Response:
+        """Inference on one version."""
+        return await self._infer(request, model_name, model_version)
+
+    async def _infer(self, request: Request, model_name: str, model_version: str | None) -> Response:
+        self.data_plane.get_model(model_name, model_version)
+        parsed, binary = parse_infer(await request.body(), request.headers.get(HEADER_LENGTH))
+        result = await self.data_plane.infer(model_name, model_version, parsed, binary)
+        return infer_response(result, parsed)
+
+    # --- operations --------------------------------------------------------------------------------
+
+    async def metrics(self) -> Response:
+        """Prometheus metrics in the text exposition format."""
+        content, media_type = self.data_plane.metrics.render()
+        return Response(content, media_type=media_type)

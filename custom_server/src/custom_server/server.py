@@ -1,0 +1,208 @@
+"""Composition and process management: settings -> model -> data plane -> app -> uvicorn.
+
+One worker: uvicorn serves the app built here. Several: uvicorn's supervisor forks (spawns) worker
+processes sharing the socket; each builds its app from the environment (``app_from_env``) and
+metrics are shared through prometheus_client's multiprocess mode.
+
+SIGTERM: uvicorn stops accepting connections, lets in-flight requests finish (up to
+``GRACEFUL_TIMEOUT_S``), then the lifespan drains the batch queue. With ``SHUTDOWN_DELAY_S`` the
+server first reports not-ready and keeps serving for that long, so Kubernetes takes the pod out of
+its Service before connections are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
+
+from custom_server import __version__
+from custom_server.dataplane import DataPlane
+from custom_server.logs import configure_logging, flush_logging
+from custom_server.metrics import Metrics
+from custom_server.models import create_model
+from custom_server.rest import create_app
+from custom_server.settings import Settings
+
+logger = logging.getLogger("custom_server.server")
+
+#: Exit status when the server could not start (port taken...), as uvicorn uses.
+STARTUP_FAILURE = 3
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The app for these settings: model (not loaded yet), metrics, data plane, REST app."""
+    metrics = Metrics(settings.model_name)
+    data_plane = DataPlane(settings, create_model(settings), metrics)
+
+    def drain_on_sigterm(_: FastAPI) -> contextlib.AbstractAsyncContextManager[None]:
+        return _drain_on_sigterm(data_plane, settings.shutdown_delay_s)
+
+    return create_app(settings, data_plane, lifespan_hooks=[_flush_logs_at_exit, drain_on_sigterm])
+
+
+@contextlib.asynccontextmanager
+async def _flush_logs_at_exit(_: FastAPI) -> AsyncIterator[None]:
+    """Worker processes end by a re-raised signal (no atexit): write queued log lines first."""
+    try:
+        yield
+    finally:
+        flush_logging()
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for worker processes: settings from the environment."""
+    settings = Settings()
+    configure_logging(settings)
+    return build_app(settings)
+
+
+@contextlib.asynccontextmanager
+async def _drain_on_sigterm(data_plane: DataPlane, delay: float) -> AsyncIterator[None]:
+    """With a delay: on the first SIGTERM report not-ready, keep serving ``delay`` seconds, then hand
+    the signal to uvicorn (which stops accepting and drains)."""
+    if delay <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+    fired = False
+
+    def forward(sig: int, frame: FrameType | None) -> None:
+        if callable(previous):
+            previous(sig, frame)
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if fired:
+            forward(sig, frame)
+            return
+        fired = True
+        data_plane.set_draining()
+        logger.info("SIGTERM: not ready now, draining in %.1f s", delay)
+        loop.call_soon_threadsafe(loop.call_later, delay, forward, sig, None)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _uvicorn_config(settings: Settings, app: Any, **extra: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=settings.timeout_keep_alive_s,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.graceful_timeout_s)),
+        backlog=2048,
+        **extra,
+    )
+
+
+class ModelServer:
+    """Runs the server with the given settings until SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def run(self) -> int:
+        """Serve; the exit status (0 after a graceful shutdown)."""
+        settings = self.settings
+        configure_logging(settings)
+        logger.info(
+            "starting custom_server %s", __version__, extra={"settings": settings.redacted(), "pid": os.getpid()}
+        )
+        try:
+            if settings.workers == 1:
+                return self._run_single()
+            return self._run_workers()
+        finally:
+            flush_logging()
+
+    def _run_single(self) -> int:
+        config = _uvicorn_config(self.settings, build_app(self.settings))
+        server = uvicorn.Server(config)
+        # uvicorn re-raises the signal that stopped it once it has shut down; with handlers that do
+        # nothing installed first, a graceful shutdown ends the process with status 0.
+        with _quiet_signals():
+            server.run()
+        return 0 if server.started else STARTUP_FAILURE
+
+    def _run_workers(self) -> int:
+        created: Path | None = None
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            for stale in Path(directory).glob("*.db"):
+                stale.unlink()
+        else:
+            created = Path(tempfile.mkdtemp(prefix="custom-server-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(created)
+        try:
+            config = _uvicorn_config(
+                self.settings, "custom_server.server:app_from_env", factory=True, workers=self.settings.workers
+            )
+            sock = config.bind_socket()
+            _Supervisor(config, sockets=[sock]).run()
+            return 0
+        finally:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, closing its own copy of the listening socket on SIGTERM/SIGINT:
+    otherwise the kernel keeps accepting connections into a queue no worker will ever read."""
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def handle_term(self) -> None:
+        self._close_sockets()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self._close_sockets()
+        super().handle_int()
+
+
+@contextlib.contextmanager
+def _quiet_signals() -> Any:
+    def ignore(sig: int, frame: FrameType | None) -> None:
+        return None
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, ignore) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

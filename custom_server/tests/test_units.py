@@ -1,0 +1,222 @@
+"""In-process checks of the pure parts: settings, flags, tensors, logs, the README's settings table."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from custom_server.batching import batch_key
+from custom_server.cli import format_validation_error, main, parse_settings
+from custom_server.errors import InvalidInput
+from custom_server.logs import REQUEST_ID, JsonFormatter
+from custom_server.rest.codec import location, parse_infer
+from custom_server.settings import ModelFormat, Settings
+from custom_server.tensors import (
+    DATATYPES,
+    datatype_of,
+    decode_binary_data,
+    decode_json_data,
+    encode_binary_data,
+    encode_json_data,
+)
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/m/model.joblib", ModelFormat.SKLEARN),
+        ("/m/model.PKL", ModelFormat.SKLEARN),
+        ("/m/model.onnx", ModelFormat.ONNX),
+        ("/m/model.pt", ModelFormat.TORCHSCRIPT),
+        ("/m/model.torchscript", ModelFormat.TORCHSCRIPT),
+    ],
+)
+def test_format_guessed_from_suffix(path: str, expected: ModelFormat) -> None:
+    assert Settings(model_path=path).format is expected
+
+
+def test_format_aliases_and_python() -> None:
+    assert Settings(model_path="/m/x.bin", model_format="pytorch").format is ModelFormat.TORCHSCRIPT
+    assert Settings(model_path="/m/x.bin", model_format="Scikit-Learn").format is ModelFormat.SKLEARN
+    assert Settings(model_class="pkg.mod:Model").format is ModelFormat.PYTHON
+    with pytest.raises(ValidationError, match="MODEL_CLASS"):
+        Settings(model_format="python")
+    with pytest.raises(ValidationError, match="cannot tell the format"):
+        Settings(model_path="/m/model.bin")
+    with pytest.raises(ValidationError, match="MODEL_PATH"):
+        Settings(model_format="onnx")
+    with pytest.raises(ValidationError, match="model_format"):
+        Settings(model_path="/m/x.bin", model_format="transformers")
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ValidationError, match=r"'\*' is not allowed"):
+        Settings(model_class="a:b", cors_allow_origins="*")
+    assert Settings(model_class="a:b", cors_allow_origins="https://a, https://b").cors_allow_origins == [
+        "https://a",
+        "https://b",
+    ]
+    with pytest.raises(ValidationError, match="not a model name"):
+        Settings(model_class="a:b", model_name="bad name/with slash")
+    with pytest.raises(ValidationError):
+        Settings(model_class="a:b", port=0)
+    with pytest.raises(ValidationError):
+        Settings(model_class="a:b", device="tpu")
+
+
+def test_redacted_settings_and_secret_values() -> None:
+    settings = Settings(model_class="a:b", api_key="k3y-value-0001")
+    assert settings.redacted()["api_key"] == "**********"
+    assert "k3y-value-0001" not in json.dumps(settings.redacted())
+    assert settings.secret_values() == ["k3y-value-0001"]
+    assert Settings(model_class="a:b").redacted()["api_key"] is None
+
+
+def test_flags_override_environment() -> None:
+    environ = {"MODEL_PATH": "/env/model.onnx", "PORT": "9000", "MODEL_NAME": "from-env"}
+    settings = parse_settings(
+        ["--model-path", "/flag/model.joblib", "--model-name", "iris", "--model-format", "sklearn", "--port", "8081"],
+        environ,
+    )
+    assert settings.model_path == Path("/flag/model.joblib") and settings.model_name == "iris"
+    assert settings.format is ModelFormat.SKLEARN and settings.port == 8081
+    assert environ["MODEL_PATH"] == "/flag/model.joblib" and environ["PORT"] == "8081"  # for worker processes
+
+
+def test_invalid_settings_exit_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("MODEL_PATH", "MODEL_CLASS", "MODEL_FORMAT", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODEL_PATH", "/m/model.joblib")
+    assert main(["--port", "99999"]) == 2
+    assert "PORT:" in capsys.readouterr().err
+    monkeypatch.delenv("PORT")  # main() exported the flag for worker processes
+    try:
+        Settings(model_path="/m/model.bin")
+    except ValidationError as exc:
+        assert "MODEL_FORMAT" in format_validation_error(exc)
+
+
+@pytest.mark.parametrize("datatype", sorted(DATATYPES))
+def test_binary_round_trip(datatype: str) -> None:
+    if datatype == "BYTES":
+        array = np.asarray([b"a", b"", "h\u00e9llo".encode()], dtype=object).reshape(3, 1)
+    elif datatype == "BOOL":
+        array = np.asarray([[True, False], [False, True]])
+    else:
+        array = np.arange(6).reshape(2, 3).astype(DATATYPES[datatype])
+    raw = encode_binary_data(array)
+    decoded = decode_binary_data("inputs[0]", datatype, list(array.shape), raw)
+    assert decoded.shape == array.shape and decoded.tolist() == array.tolist()
+    assert datatype_of(decoded.dtype) == datatype
+
+
+def test_json_decoding_checks_types_and_sizes() -> None:
+    array = decode_json_data("inputs[0]", "FP32", [2, 2], [[1, 2], [3, 4]])
+    assert array.dtype == np.float32 and array.shape == (2, 2)
+    assert encode_json_data(array).tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert decode_json_data("inputs[0]", "BYTES", [2], ["x", "y"]).tolist() == ["x", "y"]
+    bad = [
+        ("FP32", [3], [1, 2], "inputs[0].data: 2 element(s) do not fill shape [3]"),
+        ("INT8", [1], [300], "outside the INT8 range"),
+        ("INT32", [1], [1.5], "whole numbers"),
+        ("BOOL", [1], [{}], "true or false"),
+        ("FP32", [1], ["x"], "must be numbers"),
+        ("BYTES", [1], [1], "inputs[0].data[0]: BYTES elements must be strings"),
+        ("FP64", [0, 2**62, 2**62], [], "inputs[0].shape"),
+        ("INT4", [1], [1], "inputs[0].datatype"),
+    ]
+    for datatype, shape, data, message in bad:
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            decode_json_data("inputs[0]", datatype, shape, data)
+
+
+def test_binary_request_parsing() -> None:
+    payload = np.asarray([1, 2, 3], dtype="<i4").tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "a", "shape": [3], "datatype": "INT32", "parameters": {"binary_data_size": len(payload)}},
+                {"name": "b", "shape": [1], "datatype": "FP32", "data": [0.5]},
+            ]
+        }
+    ).encode()
+    request, chunks = parse_infer(header + payload, str(len(header)))
+    assert chunks is not None and bytes(chunks[0]) == payload and chunks[1] is None
+    assert request.inputs[1].data == [0.5]
+    with pytest.raises(InvalidInput, match="not a number"):
+        parse_infer(header, "abc")
+    with pytest.raises(InvalidInput, match=r"inputs\[0\]\.shape\[0\]"):
+        parse_infer(b'{"inputs": [{"name": "a", "shape": [true], "datatype": "BOOL", "data": []}]}', None)
+
+
+def test_location_formatting() -> None:
+    assert location(("inputs", 0, "shape", 1)) == "inputs[0].shape[1]"
+    assert location(()) == "body"
+
+
+def test_batch_key_groups_compatible_requests() -> None:
+    one = {"x": np.zeros((1, 4), dtype=np.float32)}
+    three = {"x": np.zeros((3, 4), dtype=np.float32)}
+    other_width = {"x": np.zeros((1, 5), dtype=np.float32)}
+    key_one, rows_one = batch_key(one, None) or (None, 0)
+    key_three, rows_three = batch_key(three, None) or (None, 0)
+    assert key_one == key_three and (rows_one, rows_three) == (1, 3)
+    assert batch_key(other_width, None)[0] != key_one  # type: ignore[index]
+    assert batch_key(one, ("predict_proba",))[0] != key_one  # type: ignore[index]
+    assert batch_key({"x": np.float32(1.0).reshape(())}, None) is None  # a scalar has no batch axis
+    assert batch_key({"x": np.zeros((2, 1)), "y": np.zeros((3, 1))}, None) is None  # rows disagree
+
+
+def test_json_log_lines_carry_request_id_and_mask_secrets() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter({"model": "m", "model_version": "7"}, ["tok-secret-99", "abc"]))
+    logger = logging.getLogger("test.logs")
+    logger.handlers = [handler]
+    logger.propagate = False
+    token = REQUEST_ID.set("req-1")
+    try:
+        record = logger.makeRecord(
+            "test.logs",
+            logging.INFO,
+            __file__,
+            1,
+            "using %s",
+            ("tok-secret-99",),
+            None,
+            extra={"request_id": REQUEST_ID.get(), "status": 200},
+        )
+        logger.handle(record)
+    finally:
+        REQUEST_ID.reset(token)
+    entry = json.loads(stream.getvalue())
+    assert entry["message"] == "using **********" and entry["request_id"] == "req-1"
+    assert entry["model"] == "m" and entry["model_version"] == "7" and entry["status"] == 200
+    assert "abc" not in JsonFormatter({}, ["abc"])._secrets  # too short to mask safely
+
+
+def test_readme_documents_every_setting() -> None:
+    text = README.read_text()
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]*) \|", text, flags=re.MULTILINE))
+    for name, field in Settings.model_fields.items():
+        assert name.upper() in rows, f"README settings table lacks {name.upper()}"
+        default = field.get_default(call_default_factory=True)
+        if default not in (None, [], ""):
+            shown = rows[name.upper()].strip().strip("`")
+            assert shown == str(default).lower() or shown == str(default) or shown.startswith(str(default)), (
+                name,
+                shown,
+                default,
+            )
+    assert set(rows) <= {name.upper() for name in Settings.model_fields}, set(rows)
