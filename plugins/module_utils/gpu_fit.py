@@ -19,6 +19,7 @@ The reasoning (quota, nodes, rollout peak) is described in
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from dataclasses import dataclass, field
@@ -505,7 +506,7 @@ class QuotaReport:
     applies: bool
     scopes: List[str] = field(default_factory=list)
     note: Optional[str] = None
-    needed: int = 0
+    needed: Optional[int] = 0
 
     @property
     def headroom(self) -> int:
@@ -513,7 +514,7 @@ class QuotaReport:
 
     @property
     def fits(self) -> bool:
-        return (not self.applies) or self.needed <= self.headroom
+        return (not self.applies) or self.needed is None or self.needed <= self.headroom
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -522,7 +523,7 @@ class QuotaReport:
             "hard": self.hard,
             "used": self.used,
             "headroom": self.headroom,
-            "needed": self.needed if self.applies else 0,
+            "needed": self.needed if (self.applies and self.needed is not None) else 0,
             "fits": self.fits,
             "applies": self.applies,
             "scopes": list(self.scopes),
@@ -584,6 +585,17 @@ def evaluate_quotas(quotas: Iterable[KubeObject], resource: str) -> List[QuotaRe
 
 # --------------------------------------------------------------------------- rollout simulation
 
+OLD = "old"
+NEW = "new"
+
+
+def pod_is_ready(pod: KubeObject) -> bool:
+    """Whether the pod's Ready condition is True (what makes it available, with minReadySeconds 0)."""
+    for condition in _get(pod, "status", "conditions") or []:
+        if condition.get("type") == "Ready":
+            return condition.get("status") == "True"
+    return False
+
 
 @dataclass(frozen=True)
 class OldPod:
@@ -593,6 +605,7 @@ class OldPod:
     node: Optional[str]
     gpus: int
     created: str = ""
+    ready: bool = True
 
     @classmethod
     def from_pod(cls, pod: KubeObject, resource: str) -> "OldPod":
@@ -601,38 +614,73 @@ class OldPod:
             node=_get(pod, "spec", "nodeName"),
             gpus=pod_request(pod, resource),
             created=str(_get(pod, "metadata", "creationTimestamp") or ""),
+            ready=pod_is_ready(pod),
+        )
+
+
+@dataclass
+class CurrentDeployment:
+    """The existing Deployment the rollout starts from: its replica count and its pod template.
+
+    The old pod template matters when the replica count changes: the
+    Deployment controller first scales the old ReplicaSet to the new count
+    (a "scaling event"), so old pods may be created before any new one.
+    """
+
+    replicas: int
+    gpus_per_pod: int
+    node_selector: Dict[str, str] = field(default_factory=dict)
+    tolerations: List[Toleration] = field(default_factory=list)
+
+    @classmethod
+    def from_deployment(cls, deployment: KubeObject, resource: str) -> "CurrentDeployment":
+        spec = deployment_template_spec(deployment)
+        replicas = _get(deployment, "spec", "replicas")
+        return cls(
+            replicas=1 if replicas is None else int(replicas),
+            gpus_per_pod=pod_spec_request(spec, resource),
+            node_selector={str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()},
+            tolerations=parse_tolerations(spec.get("tolerations")),
         )
 
 
 @dataclass
 class Wave:
-    """One step of the rollout: old pods removed and new pods created before the new ones are Ready."""
+    """One sync of the controllers: the ReplicaSets' sizes, then the pods removed, created (or refused) and placed."""
 
     index: int
-    removed: int
-    created: int
-    freed_gpus: int
-    new_gpus: int
-    net_gpus: int
-    pods: int
+    old_replicas: int
+    new_replicas: int
+    removed: int = 0
+    created: int = 0
+    refused: int = 0
     placed: int = 0
+    pending: int = 0
+    freed_gpus: int = 0
+    new_gpus: int = 0
+    net_gpus: int = 0
+    pods: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         return {
             "index": self.index,
+            "old_replicas": self.old_replicas,
+            "new_replicas": self.new_replicas,
             "removed": self.removed,
             "created": self.created,
+            "refused": self.refused,
+            "placed": self.placed,
+            "pending": self.pending,
             "freed_gpus": self.freed_gpus,
             "new_gpus": self.new_gpus,
             "net_gpus": self.net_gpus,
             "pods": self.pods,
-            "placed": self.placed,
         }
 
 
 @dataclass
 class RolloutPlan:
-    """The rollout's waves and its peak as :func:`simulate_rollout` models them."""
+    """The rollout as :func:`simulate_rollout` plays it, until it completes or nothing moves any more."""
 
     strategy: RolloutStrategy
     replicas: int
@@ -641,32 +689,246 @@ class RolloutPlan:
     old_pods: int
     old_gpus: int
     waves: List[Wave]
-    peak_net_gpus: int
+    completed: bool
     peak_pods: int
-    node_failure: Optional[Wave] = None
+    peak_net_gpus: int
+    new_created: int = 0
+    new_pending: int = 0
+    refused: int = 0
+    stuck_wave: Optional[Wave] = None
+    needed: Optional[int] = None
 
     @property
     def surge_pods(self) -> int:
         """Pods above both the desired and the starting count at the peak (the rollout's own surge)."""
         return max(0, self.peak_pods - max(self.replicas, self.old_pods))
 
-    def quota_fits(self, quotas: Sequence[QuotaReport]) -> bool:
-        return all(self.peak_net_gpus <= q.headroom for q in quotas if q.applies)
+    @property
+    def node_failure(self) -> Optional[Wave]:
+        """The wave that created the first new pod still waiting for a node when the rollout stopped."""
+        return self.stuck_wave if (not self.completed and self.new_pending) else None
 
-    def fits(self, quotas: Sequence[QuotaReport]) -> bool:
-        return self.node_failure is None and self.quota_fits(quotas)
+
+@dataclass
+class _SimPod:
+    rs: str
+    gpus: int
+    node: Optional[str]
+    ready: bool
+    order: int
+    wave: int = 0
+    never_ready: bool = False  # a current pod that is bound but not Ready (failing probes...) stays so
 
 
-def _wave_sizes(replicas: int, old: int, new: int, surge: int, unavailable: int) -> Tuple[int, int]:
-    """``(created, removed)`` by one sync of the Deployment controller (all new pods Ready).
+_ANY_NODE = ""  # where pods go when node capacity is not limited
 
-    Scale up: ``min(R - new, R + S - (new + old))``. Scale down, while the pods
-    just created are not yet Ready: ``allPods - (R - U) - newUnavailable``
-    which simplifies to ``new + old - (R - U)``.
-    """
-    created = max(0, min(replicas - new, replicas + surge - (new + old)))
-    removed = max(0, min(old, new + old - (replicas - unavailable)))
-    return created, removed
+
+class _Rollout:
+    """The Deployment, ReplicaSet and scheduler controllers, one sync at a time (see :func:`simulate_rollout`)."""
+
+    def __init__(
+        self,
+        replicas: int,
+        gpus: int,
+        strategy: RolloutStrategy,
+        old_pods: Sequence[OldPod],
+        free: Optional[Mapping[str, int]],
+        headroom: Optional[int],
+        current: Optional[CurrentDeployment],
+        old_free: Optional[Mapping[str, int]],
+    ) -> None:
+        self.replicas = replicas
+        self.gpus = gpus
+        self.strategy = strategy
+        surge, unavailable = strategy.resolve(replicas)
+        self.surge = surge
+        self.unavailable = min(unavailable, replicas)  # MaxUnavailable() caps it at the replica count
+        self.limited = free is not None
+        self.room: Dict[str, int] = {}
+        if free is not None:
+            self.room.update(old_free if old_free is not None else free)
+            self.room.update(free)
+        self.eligible = {NEW: set(free or ()), OLD: set(old_free if old_free is not None else (free or ()))}
+        self.quota = headroom
+        self.pods: List[_SimPod] = []
+        for order, pod in enumerate(sorted(old_pods, key=lambda p: (p.created, p.name))):
+            node = pod.node
+            if node is not None and not self.limited:
+                node = _ANY_NODE
+            ready = pod.ready and node is not None
+            self.pods.append(_SimPod(OLD, pod.gpus, node, ready, order, never_ready=node is not None and not ready))
+        self.order = len(self.pods)
+        self.old_spec = len(self.pods) if current is None else current.replicas
+        if current is not None:
+            self.old_gpus = current.gpus_per_pod
+        else:
+            self.old_gpus = max([p.gpus for p in old_pods] or [gpus])
+        self.new_spec = 0
+        self.new_exists = False
+        self.first = True
+        self.usage = 0
+        self.peak_usage = 0
+        self.peak_pods = len(self.pods)
+
+    # -- the Deployment controller (pkg/controller/deployment)
+
+    def _new_rs_replicas(self) -> int:
+        """``NewRSNewReplicas``: scale the new ReplicaSet up to at most R + maxSurge pods in all."""
+        max_total = self.replicas + self.surge
+        current = self.old_spec + self.new_spec
+        if current >= max_total:
+            return self.new_spec
+        return self.new_spec + min(max_total - current, self.replicas - self.new_spec)
+
+    def count(self, rs: str, ready: Optional[bool] = None) -> int:
+        """Pods of the old or new ReplicaSet (only the Ready ones, or only the others)."""
+        return sum(1 for p in self.pods if p.rs == rs and (ready is None or p.ready == ready))
+
+    def sync_deployment(self) -> None:
+        """One ``syncDeployment``: the scaling event, or Recreate's or RollingUpdate's sizing of the ReplicaSets."""
+        replicas = self.replicas
+        if self.first:
+            self.first = False
+            if self.old_spec > 0 and self.old_spec != replicas:
+                # isScalingEvent(): the only active ReplicaSet (the old one) takes the new count first.
+                self.old_spec = replicas
+                self.peak_pods = max(self.peak_pods, self.old_spec)
+                return
+        if self.strategy.type == RECREATE:
+            if self.old_spec > 0:
+                self.old_spec = 0
+            elif not self.count(OLD):
+                self.new_exists = True
+                self.new_spec = replicas
+            return
+        scaled_up = False
+        if not self.new_exists:
+            self.new_exists = True  # created with its first size; the old ones are reconciled in the same sync
+            self.new_spec = self._new_rs_replicas()
+        elif self.new_spec < replicas:
+            target = self._new_rs_replicas()
+            scaled_up = target != self.new_spec
+            self.new_spec = target
+        self.peak_pods = max(self.peak_pods, self.old_spec + self.new_spec)
+        if scaled_up or self.old_spec == 0:
+            return
+        # reconcileOldReplicaSets: unhealthy old pods first, then as many as availability allows.
+        min_available = replicas - self.unavailable
+        new_available = self.count(NEW, ready=True)
+        old_available = self.count(OLD, ready=True)
+        max_down = self.old_spec + self.new_spec - min_available - (self.new_spec - new_available)
+        if max_down <= 0:
+            return
+        self.old_spec -= min(max_down, max(0, self.old_spec - old_available))
+        available = old_available + new_available
+        if available > min_available:
+            self.old_spec -= min(self.old_spec, available - min_available)
+
+    # -- the ReplicaSet controller, quota admission and the scheduler
+
+    def _density(self) -> Dict[Optional[str], int]:
+        density: Dict[Optional[str], int] = {}
+        for pod in self.pods:
+            density[pod.node] = density.get(pod.node, 0) + 1
+        return density
+
+    def sync_replicasets(self, wave: Wave) -> None:
+        """Delete surplus pods (ranked like ``getPodsToDelete``), then create missing ones through the quota."""
+        for rs, spec in ((OLD, self.old_spec), (NEW, self.new_spec)):
+            mine = [p for p in self.pods if p.rs == rs]
+            surplus = len(mine) - spec
+            if surplus <= 0:
+                continue
+            density = self._density()
+            # unscheduled < scheduled, not ready < ready, more of the Deployment's pods on the node first, newer first
+            mine.sort(key=lambda p: (p.node is not None, p.ready, -density[p.node], -p.order))
+            gone = mine[:surplus]
+            gone_ids = set(id(p) for p in gone)
+            self.pods = [p for p in self.pods if id(p) not in gone_ids]
+            for pod in gone:
+                wave.removed += 1
+                wave.freed_gpus += pod.gpus
+                self.usage -= pod.gpus
+                if self.quota is not None:
+                    self.quota += pod.gpus
+                if pod.node is not None and pod.node in self.room:
+                    self.room[pod.node] += pod.gpus
+        for rs, spec, gpus in ((OLD, self.old_spec, self.old_gpus), (NEW, self.new_spec, self.gpus)):
+            for _missing in range(spec - self.count(rs)):
+                if self.quota is not None and gpus > self.quota:
+                    wave.refused += 1  # "exceeded quota": retried at the next sync
+                    continue
+                if self.quota is not None:
+                    self.quota -= gpus
+                self.usage += gpus
+                self.peak_usage = max(self.peak_usage, self.usage)
+                self.pods.append(_SimPod(rs, gpus, None, False, self.order, wave.index))
+                self.order += 1
+                wave.created += 1
+                wave.new_gpus += gpus
+        self.peak_pods = max(self.peak_pods, len(self.pods))
+
+    def schedule(self, wave: Wave) -> None:
+        """Bind pending pods, oldest first; a node is chosen the way the default scheduler spreads them.
+
+        Extended resources do not weigh in the default scoring; pod topology
+        spreading does: the node with the fewest pods of the same ReplicaSet,
+        then of the Deployment, wins (ties by name).
+        """
+        pending = [p for p in self.pods if p.node is None]
+        if not pending:
+            return
+        if not self.limited:
+            for pod in pending:
+                pod.node = _ANY_NODE
+                wave.placed += 1
+            return
+        for rs in (OLD, NEW):
+            group = sorted((p for p in pending if p.rs == rs), key=lambda p: p.order)
+            if not group:
+                continue
+            size = group[0].gpus
+            same: Dict[str, int] = {}
+            everyone: Dict[str, int] = {}
+            for pod in self.pods:
+                if pod.node is not None:
+                    everyone[pod.node] = everyone.get(pod.node, 0) + 1
+                    if pod.rs == rs:
+                        same[pod.node] = same.get(pod.node, 0) + 1
+            heap = [
+                (same.get(name, 0), everyone.get(name, 0), name)
+                for name in self.eligible[rs]
+                if self.room.get(name, 0) >= size
+            ]
+            heapq.heapify(heap)
+            for pod in group:
+                if not heap:
+                    break
+                count_same, count_all, name = heapq.heappop(heap)
+                pod.node = name
+                self.room[name] -= size
+                wave.placed += 1
+                if self.room[name] >= size:
+                    heapq.heappush(heap, (count_same + 1, count_all + 1, name))
+
+    def done(self) -> bool:
+        """The new ReplicaSet has all its pods bound and no old pod is left."""
+        return (
+            self.new_exists
+            and self.new_spec == self.replicas
+            and self.old_spec == 0
+            and not self.count(OLD)
+            and sum(1 for p in self.pods if p.rs == NEW and p.node is not None) == self.replicas
+        )
+
+    def state(self) -> Tuple[Any, ...]:
+        """Everything a later wave depends on: equal states before and after a wave mean it is stuck."""
+        return (
+            self.old_spec,
+            self.new_spec,
+            self.new_exists,
+            tuple(sorted((p.rs, p.order, p.node or "", p.ready) for p in self.pods)),
+        )
 
 
 def simulate_rollout(
@@ -674,121 +936,80 @@ def simulate_rollout(
     gpus_per_replica: int,
     strategy: RolloutStrategy,
     old_pods: Sequence[OldPod],
-    free: Mapping[str, int],
+    free: Optional[Mapping[str, int]],
+    headroom: Optional[int] = None,
+    current: Optional[CurrentDeployment] = None,
+    old_free: Optional[Mapping[str, int]] = None,
 ) -> RolloutPlan:
-    """Step the rollout wave by wave and check that every new pod finds GPUs.
+    """Play the rollout one controller sync ("wave") at a time, until it completes or stops moving.
 
-    ``free`` maps each *eligible* node to its free GPUs now (old pods still
-    counted as requested). Each wave the controller removes old pods and
-    creates new ones (RollingUpdate: see :func:`_wave_sizes`; Recreate: remove
-    all, then create all); removed pods free their GPUs (on their node, if it
-    is eligible), then the new pods are placed best-fit, one node each. The
-    net GPU need (created minus freed, cumulative) at its peak is what the
-    quota must have free. Placement stops at the first wave whose pods do not
-    all fit (``node_failure``); the waves go on for the quota arithmetic.
+    ``free``: free units per node eligible for the new pods (``None``: node
+    capacity is not limited); ``old_free`` the same for the old pod template
+    (default: the same nodes). ``headroom``: the tightest quota's ``hard -
+    used`` (``None``: no quota). ``current``: the existing Deployment (its
+    replica count and old template); by default the old pods themselves.
+
+    Each wave: the Deployment controller syncs (the scaling event first when
+    the replica count changes; then Recreate's scale-down/scale-up or
+    RollingUpdate's ``reconcileNewReplicaSet``/``reconcileOldReplicaSets``,
+    which count only Ready pods as available); the pods bound in the previous
+    wave become Ready; the ReplicaSet controller deletes surplus pods and
+    creates missing ones, each admitted only if the quota has room; the
+    scheduler binds pending pods to nodes with room. A refused or pending pod
+    is retried at every later wave, as the real controllers do. The rollout
+    completes when the new ReplicaSet has all its pods bound and no old pod is
+    left; it is stuck when a wave changes nothing.
     """
     if replicas < 0:
         raise GpuFitError("replicas must not be negative, got {0}".format(replicas))
     if gpus_per_replica < 0:
         raise GpuFitError("gpus_per_replica must not be negative, got {0}".format(gpus_per_replica))
-    surge, unavailable = strategy.resolve(replicas)
-    # Old pods per node (None: not scheduled), oldest first so pop() takes the newest.
-    old_on: Dict[Optional[str], List[OldPod]] = {}
-    for pod in sorted(old_pods, key=lambda p: (p.created, p.name)):
-        old_on.setdefault(pod.node, []).append(pod)
-    remaining = len(old_pods)
-    node_free = dict(free)
-    new_on: Dict[str, int] = {}
+    sim = _Rollout(replicas, gpus_per_replica, strategy, old_pods, free, headroom, current, old_free)
     waves: List[Wave] = []
-    new = 0
-    net = 0
-    peak_net = 0
-    peak_pods = remaining
-    failure: Optional[Wave] = None
-    while new < replicas or remaining:
-        if strategy.type == RECREATE:
-            created, removed = (0, remaining) if remaining else (replicas - new, 0)
-        else:
-            created, removed = _wave_sizes(replicas, remaining, new, surge, unavailable)
-        if created == 0 and removed == 0:  # cannot happen with valid fenceposts; guards the loop
-            break
-        peak_pods = max(peak_pods, new + created + remaining)
-        gone = _remove_old(old_on, new_on, removed)
-        remaining -= removed
-        freed = sum(p.gpus for p in gone)
-        for pod in gone:
-            if pod.node in node_free:
-                node_free[pod.node] += pod.gpus
-        net += created * gpus_per_replica - freed
-        peak_net = max(peak_net, net)
-        wave = Wave(
-            index=len(waves) + 1,
-            removed=removed,
-            created=created,
-            freed_gpus=freed,
-            new_gpus=created * gpus_per_replica,
-            net_gpus=net,
-            pods=new + created + remaining,
-        )
-        if failure is None:
-            wave.placed = _place(created, gpus_per_replica, node_free, new_on)
-            if wave.placed < created:
-                failure = wave
-        waves.append(wave)
-        new += created
+    completed = sim.done()
+    refused = 0
+    limit = 8 * (replicas + len(old_pods) + sim.old_spec) + 16
+    while not completed and len(waves) < limit:
+        before = sim.state()
+        sizes = (sim.old_spec, sim.new_spec)
+        wave = Wave(index=len(waves) + 1, old_replicas=0, new_replicas=0)
+        sim.sync_deployment()
+        for pod in sim.pods:
+            if pod.node is not None and not pod.never_ready:
+                pod.ready = True
+        sim.sync_replicasets(wave)
+        sim.schedule(wave)
+        wave.old_replicas, wave.new_replicas = sim.old_spec, sim.new_spec
+        wave.net_gpus = sim.usage
+        wave.pods = len(sim.pods)
+        wave.pending = sum(1 for p in sim.pods if p.node is None)
+        completed = sim.done()
+        refused = wave.refused
+        if sim.state() == before:
+            break  # stuck: a wave that changes nothing changes nothing at the next one either
+        if (wave.old_replicas, wave.new_replicas) != sizes or wave.removed or wave.created or wave.placed:
+            waves.append(wave)  # waves in which pods only became Ready are not listed
+    new_pending = [p for p in sim.pods if p.rs == NEW and p.node is None]
+    stuck: Optional[Wave] = None
+    if not completed and waves:
+        first = min((p.wave for p in new_pending), default=0)
+        stuck = next((w for w in waves if w.index == first), waves[-1])
     return RolloutPlan(
         strategy=strategy,
         replicas=replicas,
-        max_surge=surge,
-        max_unavailable=unavailable,
+        max_surge=sim.surge,
+        max_unavailable=sim.unavailable,
         old_pods=len(old_pods),
         old_gpus=sum(p.gpus for p in old_pods),
         waves=waves,
-        peak_net_gpus=peak_net,
-        peak_pods=peak_pods,
-        node_failure=failure,
+        completed=completed,
+        peak_pods=sim.peak_pods,
+        peak_net_gpus=sim.peak_usage,
+        new_created=sim.count(NEW),
+        new_pending=len(new_pending),
+        refused=0 if completed else refused,
+        stuck_wave=stuck,
     )
-
-
-def _remove_old(old_on: Dict[Optional[str], List[OldPod]], new_on: Mapping[str, int], count: int) -> List[OldPod]:
-    """Take ``count`` old pods the way the ReplicaSet controller ranks them for deletion.
-
-    Unscheduled pods first, then pods on the nodes where the Deployment has the
-    most pods (old and new), newest first on a node. Ranks are computed once
-    per scale-down, like the controller does.
-    """
-    if count <= 0:
-        return []
-    density = {node: len(pods) + new_on.get(node or "", 0) for node, pods in old_on.items() if pods}
-    order = sorted(density, key=lambda node: (node is not None, -density[node], node or ""))
-    gone: List[OldPod] = []
-    for node in order:
-        pods = old_on[node]
-        while pods and len(gone) < count:
-            gone.append(pods.pop())
-        if len(gone) >= count:
-            break
-    return gone
-
-
-def _place(count: int, size: int, node_free: Dict[str, int], new_on: Dict[str, int]) -> int:
-    """Place ``count`` pods of ``size`` GPUs best-fit (the fullest node that still fits); how many fit."""
-    if size <= 0:
-        return count
-    placed = 0
-    for _index in range(count):
-        best: Optional[str] = None
-        for name, room in node_free.items():
-            if room < size:
-                continue
-            if best is None or room < node_free[best] or (room == node_free[best] and name < best):
-                best = name
-        if best is None:
-            break
-        node_free[best] -= size
-        new_on[best] = new_on.get(best, 0) + 1
-        placed += 1
-    return placed
 
 
 # --------------------------------------------------------------------------- the check
@@ -858,11 +1079,14 @@ class FitResult:
                 "old_pods": self.plan.old_pods,
                 "old_gpus": self.plan.old_gpus,
                 "peak_pods": self.plan.peak_pods,
-                "needed": self.plan.peak_net_gpus,
+                "needed": self.plan.needed or 0,
                 "waves": [w.to_dict() for w in self.plan.waves],
                 "alternative": self.alternative,
             },
         }
+
+
+Simulate = Callable[..., RolloutPlan]
 
 
 def check_fit(
@@ -871,6 +1095,7 @@ def check_fit(
     pods: Iterable[KubeObject],
     quotas: Iterable[KubeObject],
     current_pods: Iterable[KubeObject] = (),
+    current: Optional[CurrentDeployment] = None,
 ) -> FitResult:
     """Check whether the Deployment described by ``request`` fits, rollout included.
 
@@ -879,55 +1104,127 @@ def check_fit(
     the ResourceQuotas of ``request.namespace``. ``current_pods``: the pods of
     the existing Deployment that the rollout replaces (see
     :func:`deployment_pods`); empty for a new Deployment. These are also in
-    ``pods`` and in the quotas' ``used``.
+    ``pods`` and in the quotas' ``used``. ``current``: the existing
+    Deployment's replica count and pod template (see
+    :class:`CurrentDeployment`); by default, the current pods' count and size.
     """
     resource = request.resource
+    g = request.gpus_per_replica
+    node_list = list(nodes)
     old = [OldPod.from_pod(p, resource) for p in current_pods if not pod_is_terminated(p) and not pod_is_terminating(p)]
-    node_reports, without = evaluate_nodes(nodes, list(pods), resource, request.node_selector, request.tolerations, old)
+    node_reports, without = evaluate_nodes(
+        node_list, list(pods), resource, request.node_selector, request.tolerations, old
+    )
     quota_reports = evaluate_quotas(quotas, resource)
     free = {n.name: max(n.free, 0) for n in node_reports if n.eligible}
     eligible_free = sum(free.values())
+    old_free: Optional[Dict[str, int]] = None
+    if current is not None and (
+        current.node_selector != request.node_selector or current.tolerations != request.tolerations
+    ):
+        reported = {n.name: n for n in node_reports}
+        old_free = {
+            _name(node): max(reported[_name(node)].free, 0)
+            for node in node_list
+            if _name(node) in reported and node_ineligibility(node, current.node_selector, current.tolerations) is None
+        }
+    applying = [q for q in quota_reports if q.applies]
+    headroom = min(q.headroom for q in applying) if applying else None
 
-    def plan_for(replicas: int, strategy: RolloutStrategy) -> RolloutPlan:
-        return simulate_rollout(replicas, request.gpus_per_replica, strategy, old, free)
+    def simulate(
+        replicas: int,
+        strategy: RolloutStrategy,
+        quota: bool = True,
+        node_limits: bool = True,
+        room: Optional[int] = None,
+    ) -> RolloutPlan:
+        """The rollout of ``replicas``; ``room`` replaces the quota headroom, ``quota``/``node_limits`` drop a limit."""
+        return simulate_rollout(
+            replicas,
+            g,
+            strategy,
+            old,
+            free if node_limits else None,
+            room if room is not None else (headroom if quota else None),
+            current,
+            old_free if node_limits else None,
+        )
 
-    plan = plan_for(request.replicas, request.strategy)
+    plan = simulate(request.replicas, request.strategy)
+    unconstrained = simulate(request.replicas, request.strategy, quota=False, node_limits=False)
+    plan.peak_pods = unconstrained.peak_pods
+    plan.needed = _quota_need(simulate, request, old, current, unconstrained)
     for quota in quota_reports:
-        quota.needed = plan.peak_net_gpus
-    fits = plan.fits(quota_reports)
+        quota.needed = plan.needed
+    fits = plan.completed
 
-    if request.gpus_per_replica == 0:
+    if g == 0:
         msg = "{0} request no {1}: nothing to check, it fits".format(_plural(request.replicas, "replica"), resource)
         return FitResult(True, msg, request, quota_reports, node_reports, without, plan, None, eligible_free)
 
-    max_replicas = _max_replicas(request, plan_for, quota_reports, node_reports, old, fits)
+    starts_empty = not old and (current is None or current.replicas == 0)
+    max_replicas = _max_replicas(request, simulate, quota_reports, node_reports, old, fits, starts_empty)
     alternative: Optional[str] = None
     if fits:
         msg = _fits_message(request, plan, max_replicas)
     else:
-        if request.strategy.type == ROLLING_UPDATE and old:
-            alternative = _alternative(request, plan_for, quota_reports, plan)
-        msg = _failure_message(request, plan, quota_reports, node_reports, max_replicas, alternative)
+        if request.strategy.type == ROLLING_UPDATE and (old or not starts_empty):
+            alternative = _alternative(request, simulate, plan)
+        nodes_only = plan if headroom is None else simulate(request.replicas, request.strategy, quota=False)
+        msg = _failure_message(request, plan, nodes_only, quota_reports, node_reports, max_replicas, alternative)
     return FitResult(
         fits, msg, request, quota_reports, node_reports, without, plan, max_replicas, eligible_free, alternative
     )
 
 
+def _quota_need(
+    simulate: Simulate,
+    request: FitRequest,
+    old: Sequence[OldPod],
+    current: Optional[CurrentDeployment],
+    unconstrained: RolloutPlan,
+) -> Optional[int]:
+    """The least quota headroom with which the rollout completes (nodes not limiting); ``None``: admits nothing.
+
+    It can be below the rollout's peak usage (a refused surge pod may only
+    slow the rollout down) and below 0 (a scale-down under a quota that is
+    already exceeded). Found by bisection: more headroom never stops a
+    rollout that completes with less.
+    """
+    g = request.gpus_per_replica
+    if request.replicas == 0 or g == 0:
+        return None
+    if not old and (current is None or current.replicas == 0):
+        return request.replicas * g
+    freeable = sum(p.gpus for p in old)
+    low = g - freeable - 1  # not even every old pod gone makes room for one new pod: never completes
+    high = max(unconstrained.peak_net_gpus, low + 1)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if simulate(request.replicas, request.strategy, node_limits=False, room=mid).completed:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
 def _max_replicas(
     request: FitRequest,
-    plan_for: Callable[[int, RolloutStrategy], RolloutPlan],
+    simulate: Simulate,
     quotas: Sequence[QuotaReport],
     nodes: Sequence[NodeReport],
     old: Sequence[OldPod],
     fits_now: bool,
+    starts_empty: bool,
 ) -> int:
-    """The largest replica count whose rollout (same strategy) fits.
+    """The largest replica count whose rollout (same strategy) completes.
 
     Bounded by the end state (old pods gone): quota headroom plus the old
     pods' GPUs, and the slots of the eligible nodes once the old pods' GPUs are
-    back. Found by bisection, assuming that if R replicas fit, fewer do too
-    (percent fenceposts can break this in rare corner cases; the requested
-    count itself is always classified exactly).
+    back. A new Deployment is created in one step, so that bound is the answer;
+    otherwise it is found by bisection, assuming that if R replicas fit, fewer
+    do too (percent fenceposts can break this in rare corner cases; the
+    requested count itself is always classified exactly).
     """
     g = request.gpus_per_replica
     old_gpus = sum(p.gpus for p in old)
@@ -935,9 +1232,11 @@ def _max_replicas(
     upper = min([max(b, 0) // g for b in bounds] or [10**9])
     node_room = [max(n.free, 0) + n.deployment_gpus for n in nodes if n.eligible]
     upper = min(upper, replica_slots(node_room, g) if node_room else 0)
+    if starts_empty:
+        return upper
 
     def ok(replicas: int) -> bool:
-        return plan_for(replicas, request.strategy).fits(quotas)
+        return simulate(replicas, request.strategy).completed
 
     if fits_now:
         low, high = request.replicas, max(upper, request.replicas)
@@ -945,6 +1244,9 @@ def _max_replicas(
         low, high = 0, min(upper, request.replicas - 1)
     if high <= low:
         return low
+    if ok(high):  # the common case on a roomy cluster: one rollout played, not a dozen
+        return high
+    high -= 1
     while low < high:
         mid = (low + high + 1) // 2
         if ok(mid):
@@ -954,18 +1256,13 @@ def _max_replicas(
     return low
 
 
-def _alternative(
-    request: FitRequest,
-    plan_for: Callable[[int, RolloutStrategy], RolloutPlan],
-    quotas: Sequence[QuotaReport],
-    plan: RolloutPlan,
-) -> Optional[str]:
+def _alternative(request: FitRequest, simulate: Simulate, plan: RolloutPlan) -> Optional[str]:
     """When only the surge breaks the fit: the strategy that would fit, as advice."""
-    if not plan_for(request.replicas, RolloutStrategy(type=RECREATE)).fits(quotas):
+    if not simulate(request.replicas, RolloutStrategy(type=RECREATE)).completed:
         return None  # even the end state does not fit: not a surge problem
     unavailable = max(1, plan.max_unavailable)
     no_surge = RolloutStrategy(type=ROLLING_UPDATE, max_surge=0, max_unavailable=unavailable)
-    if plan_for(request.replicas, no_surge).fits(quotas):
+    if simulate(request.replicas, no_surge).completed:
         return "maxSurge: 0 with maxUnavailable: {0}".format(unavailable)
     return "strategy Recreate (downtime: every old pod stops first)"
 
@@ -975,7 +1272,7 @@ def _fits_message(request: FitRequest, plan: RolloutPlan, max_replicas: int) -> 
     text = "{0} × {1} {2} fit".format(_plural(request.replicas, "replica"), request.gpus_per_replica, res)
     if plan.old_pods:
         text += " (rollout peak: {0}, {1}, needs {2} {3} beyond what the Deployment holds)".format(
-            _plural(plan.peak_pods, "pod"), _plural(plan.surge_pods, "surge pod"), plan.peak_net_gpus, res
+            _plural(plan.peak_pods, "pod"), _plural(plan.surge_pods, "surge pod"), max(plan.needed or 0, 0), res
         )
     return "{0}; up to {1} would fit".format(text, _plural(max_replicas, "replica"))
 
@@ -983,6 +1280,7 @@ def _fits_message(request: FitRequest, plan: RolloutPlan, max_replicas: int) -> 
 def _failure_message(
     request: FitRequest,
     plan: RolloutPlan,
+    nodes_only: RolloutPlan,
     quotas: Sequence[QuotaReport],
     nodes: Sequence[NodeReport],
     max_replicas: int,
@@ -990,26 +1288,39 @@ def _failure_message(
 ) -> str:
     res = request.resource
     g = request.gpus_per_replica
+    needed = plan.needed or 0
     problems: List[str] = []
-    short = [q for q in quotas if q.applies and not q.fits]
+    short = [q for q in quotas if not q.fits]
     if short:
-        what = "needs {0} {1}".format(plan.peak_net_gpus, res)
-        if plan.surge_pods:
-            what += " at the rollout's peak ({0})".format(_plural(plan.surge_pods, "surge pod"))
-        elif plan.old_pods:
-            what += " beyond the GPUs the Deployment's current pods free"
-        problems.append(
-            "{0}, {1}".format(what, " and ".join("quota {0} has {1} free".format(q.name, q.headroom) for q in short))
-        )
-    failure = plan.node_failure
+        if needed > 0:
+            what = "needs {0} {1}".format(needed, res)
+            if plan.surge_pods:
+                what += " at the rollout's peak ({0})".format(_plural(plan.surge_pods, "surge pod"))
+            elif plan.old_pods:
+                what += " beyond the GPUs the Deployment's current pods free"
+            problems.append(
+                "{0}, {1}".format(
+                    what, " and ".join("quota {0} has {1} free".format(q.name, q.headroom) for q in short)
+                )
+            )
+        else:
+            problems.append(
+                " and ".join(
+                    "quota {0} is over its limit ({1} used of {2}) and the rollout needs {3} at its peak".format(
+                        q.name, q.used, q.hard, q.used + needed
+                    )
+                    for q in short
+                )
+            )
+    eligible = [n for n in nodes if n.eligible]
+    failure = nodes_only.node_failure if not nodes_only.completed else None
     if failure is not None:
-        eligible = [n for n in nodes if n.eligible]
         text = "{0} of {1} new pods ({2} {3} each){4} fit on no eligible node".format(
-            failure.created - failure.placed,
-            failure.created,
+            nodes_only.new_pending,
+            nodes_only.new_created,
             g,
             res,
-            " in rollout wave {0}".format(failure.index) if len(plan.waves) > 1 else "",
+            " in rollout wave {0}".format(failure.index) if plan.old_pods else "",
         )
         if eligible:
             text += " (free: {0})".format(_list_names(["{0} {1}".format(n.name, max(n.free, 0)) for n in eligible]))
@@ -1021,6 +1332,14 @@ def _failure_message(
         if not nodes:
             text += "; no node advertises {0}".format(res)
         problems.append(text)
+    elif not short:
+        last = plan.waves[-1] if plan.waves else None
+        problems.append(
+            "the rollout stops at wave {0}: {1} new pods wait for a node and {2} are refused by the quota "
+            "(the quota and the nodes together leave no room)".format(
+                last.index if last else 1, plan.new_pending, plan.refused
+            )
+        )
 
     remedies: List[str] = []
     if alternative:
@@ -1031,11 +1350,11 @@ def _failure_message(
         problems.append("no replica fits")
     capacity: List[str] = []
     if len(short) == 1:
-        capacity.append("raise requests.{0} to {1}".format(res, short[0].used + plan.peak_net_gpus))
+        capacity.append("raise requests.{0} to {1}".format(res, short[0].used + needed))
     elif short:
         capacity.append(
             "raise requests.{0} to {1}".format(
-                res, " and ".join("{0} in quota {1}".format(q.used + plan.peak_net_gpus, q.name) for q in short)
+                res, " and ".join("{0} in quota {1}".format(q.used + needed, q.name) for q in short)
             )
         )
     if failure is not None and not alternative:

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit import (
+    CurrentDeployment,
     FitRequest,
     GpuFitError,
     OldPod,
@@ -78,6 +79,7 @@ def pod(
     terminating: bool = False,
     created: str = "2025-01-01T00:00:00Z",
     use_limits: bool = False,
+    ready: bool = True,
 ) -> Dict[str, Any]:
     resources = (
         {"limits": {resource: str(gpus)}}
@@ -90,9 +92,12 @@ def pod(
     if terminating:
         metadata["deletionTimestamp"] = "2025-01-02T00:00:00Z"
     spec: Dict[str, Any] = {"containers": [{"name": "server", "resources": resources}]}
+    status: Dict[str, Any] = {"phase": phase}
     if node_name:
         spec["nodeName"] = node_name
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec, "status": {"phase": phase}}
+        if phase == "Running":
+            status["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec, "status": status}
 
 
 def quota(
@@ -604,11 +609,22 @@ def test_surge_on_quota() -> None:
         3,
         1,
     )
-    assert [(w["removed"], w["created"], w["net_gpus"]) for w in out["waves"]] == [
-        (0, 1, 1),
-        (1, 0, 0),
-        (0, 1, 1),
-        (1, 0, 0),
+    # the new ReplicaSet asks for 1 pod, the quota refuses it, and with maxUnavailable 0 no old pod may go
+    assert out["waves"] == [
+        {
+            "index": 1,
+            "old_replicas": 2,
+            "new_replicas": 1,
+            "removed": 0,
+            "created": 0,
+            "refused": 1,
+            "placed": 0,
+            "pending": 0,
+            "freed_gpus": 0,
+            "new_gpus": 0,
+            "net_gpus": 0,
+            "pods": 2,
+        }
     ]
 
 
@@ -703,36 +719,50 @@ def test_percent_surge_rounding_in_the_rollout() -> None:
     assert (out["rollout"]["max_surge"], out["rollout"]["max_unavailable"], out["surge_pods"]) == (3, 2, 3)
     assert out["rollout"]["waves"][0] == {
         "index": 1,
+        "old_replicas": 8,
+        "new_replicas": 3,
         "removed": 2,
         "created": 3,
+        "refused": 0,
+        "pending": 0,
         "freed_gpus": 2,
         "new_gpus": 3,
         "net_gpus": 1,
         "pods": 11,
         "placed": 3,
     }
-    assert out["rollout"]["needed"] == 1
+    # at its peak the rollout holds 13 pods, 3 GPUs beyond the start; with no quota headroom the surge pods
+    # are only refused until old pods go: slower, not stuck. The quota needs no headroom at all.
+    assert (result.plan.peak_pods, result.plan.peak_net_gpus) == (13, 3)
+    assert out["rollout"]["needed"] == 0
 
 
-def test_scale_up_during_rollout_counts_only_new_pods_beyond_the_old_ones() -> None:
+def test_scale_up_during_rollout_scales_the_old_replicaset_first() -> None:
+    # A replica change with a template change is a scaling event for the Deployment controller: the old
+    # ReplicaSet goes from 2 to 4 (2 old pods created), then the rollout surges 1 new pod: 3 beyond usage.
     current = old_deployment_pods(2, "gpu-0")
     strategy = RolloutStrategy(max_surge=1, max_unavailable=0)
     result = check_fit(request(4, strategy=strategy), big_nodes(2), current, [quota("q", 5, 2)], current)
-    # first wave: min(4, 4 + 1 - 2) = 3 new pods, no old pod removed yet
-    assert result.plan.waves[0].created == 3
+    first, second = result.plan.waves[:2]
+    assert (first.old_replicas, first.new_replicas, first.created, first.net_gpus) == (4, 0, 2, 2)
+    assert (second.old_replicas, second.new_replicas, second.created, second.net_gpus) == (4, 1, 1, 3)
     assert result.quotas[0].needed == 3
     assert result.fits
+    short = check_fit(request(4, strategy=strategy), big_nodes(2), current, [quota("q", 4, 2)], current)
+    assert not short.fits
+    assert short.alternative == "maxSurge: 0 with maxUnavailable: 1"
 
 
 def test_largest_replica_count_uses_the_same_strategy() -> None:
     current = old_deployment_pods(1, "gpu-0")
     result = check_fit(request(8), big_nodes(2), current, [quota("q", 6, 1)], current)
-    # quota headroom 5. 6 replicas: surge ceil(1.5) = 2, unavailable floor(1.5) = 1, first wave
-    # creates min(6, 6 + 2 - 1) = 6 new pods while the old one stays (1 - (6 - 1) < 0): 6 > 5.
-    # 5 replicas: min(5, 5 + 2 - 1) = 5 new pods: fits.
+    # quota headroom 5, and the old pod's GPU comes back: the end state allows 6. With 6 replicas
+    # (surge 2, unavailable 1) the old ReplicaSet first grows to 6 (5 GPUs), then every refused surge pod
+    # waits until an old pod goes: slower, but the rollout completes. 7 would not fit even at the end.
     assert not result.fits
-    assert result.max_replicas == 5
-    assert "lower replicas to 5" in result.msg
+    assert result.quotas[0].needed == 7
+    assert result.max_replicas == 6
+    assert "lower replicas to 6" in result.msg
 
 
 def test_simulation_removes_unscheduled_and_crowded_pods_first() -> None:
@@ -747,8 +777,120 @@ def test_simulation_removes_unscheduled_and_crowded_pods_first() -> None:
     assert (first.removed, first.created, first.freed_gpus) == (2, 0, 2)
     # "pending" frees quota but no node GPU; a2 (newest on the crowded gpu-a) frees one on gpu-a
     second = plan.waves[1]
-    assert (second.created, second.placed) == (2, 1)
-    assert plan.node_failure is second
+    assert (second.created, second.placed, second.pending) == (2, 1, 1)
+    # the rollout goes on one pod at a time as old pods go, but the 3 GPUs they free are 3 slots for 4 pods
+    assert not plan.completed
+    assert (plan.new_created, plan.new_pending) == (4, 1)
+    assert plan.node_failure is plan.waves[-1]
+
+
+def test_scaling_event_then_unavailable_budget_pays_for_the_surge() -> None:
+    # 3 -> 4 replicas with 25%/25% (surge 1, unavailable 1) and 1 GPU of quota left: the old ReplicaSet first
+    # grows to 4 (the 1 GPU), then each new pod is admitted once an old pod has gone. Found on the cluster.
+    current = old_deployment_pods(3, "gpu-0")
+    result = check_fit(request(4), big_nodes(2), current, [quota("q", 4, 3)], current)
+    assert result.fits
+    assert result.quotas[0].needed == 1
+    first = result.plan.waves[0]
+    assert (first.old_replicas, first.new_replicas, first.created) == (4, 0, 1)
+
+
+def test_replica_change_with_room_for_one_of_two_surge_pods() -> None:
+    # 3 x 2 GPUs become 4 x 2 with 30%/10% (surge 2, unavailable 0), 5 GPUs of quota left: the old ReplicaSet
+    # grows to 4 (2 GPUs), one surge pod is admitted (2 more), the other waits until an old pod has gone.
+    current = old_deployment_pods(3, "gpu-0", gpus=2)
+    strategy = RolloutStrategy(max_surge="30%", max_unavailable="10%")
+    result = check_fit(request(4, gpus=2, strategy=strategy), big_nodes(4), current, [quota("q", 11, 6)], current)
+    assert result.fits
+    assert result.quotas[0].needed == 4
+    assert result.plan.waves[1].refused == 1
+    short = check_fit(request(4, gpus=2, strategy=strategy), big_nodes(4), current, [quota("q", 9, 6)], current)
+    assert not short.fits
+    assert short.quotas[0].needed == 4
+
+
+def test_rollout_crawls_when_only_one_surge_pod_fits() -> None:
+    # maxSurge 2, maxUnavailable 0, one free GPU: one surge pod runs, the other waits Pending until an old pod
+    # goes. Slower, but the rollout completes; a wave-by-wave "all surge pods must fit" check would refuse it.
+    nodes = [node("gpu-a", 4), node("gpu-b", 1)]
+    current = old_deployment_pods(4, "gpu-a")
+    strategy = RolloutStrategy(max_surge=2, max_unavailable=0)
+    result = check_fit(request(4, strategy=strategy), nodes, current, [], current)
+    assert result.fits
+    first = result.plan.waves[0]
+    assert (first.new_replicas, first.created, first.placed, first.pending) == (2, 2, 1, 1)
+    assert result.plan.surge_pods == 2
+    # with no free GPU at all no surge pod starts and no old pod may go: the deadlock
+    full = check_fit(request(4, strategy=strategy), nodes, current + [pod("x", "gpu-b", 1)], [], current)
+    assert not full.fits
+    assert full.msg.startswith("2 of 2 new pods (1 nvidia.com/gpu each) in rollout wave 1 fit on no eligible node")
+
+
+def test_recreate_scale_down_under_an_exceeded_quota() -> None:
+    # the quota was lowered below the usage: hard 3, used 5. Going to 1 replica frees 4 first: it fits.
+    current = old_deployment_pods(5, "gpu-0")
+    recreate = RolloutStrategy(type="Recreate")
+    result = check_fit(request(1, strategy=recreate), big_nodes(2), current, [quota("q", 3, 5)], current)
+    assert result.fits
+    assert result.quotas[0].needed == -4
+    assert result.to_dict()["quota"][0]["fits"] is True
+    # 4 replicas need the usage at 4 at the peak, above hard 3
+    short = check_fit(request(4, strategy=recreate), big_nodes(2), current, [quota("q", 3, 5)], current)
+    assert not short.fits
+    assert short.quotas[0].needed == -1
+    assert short.msg == (
+        "quota q is over its limit (5 used of 3) and the rollout needs 4 at its peak: "
+        "lower replicas to 3 or raise requests.nvidia.com/gpu to 4"
+    )
+
+
+def test_old_pods_that_are_not_ready_go_first() -> None:
+    # "ok" is Ready on gpu-a, "sick" is bound on gpu-b but not Ready; only gpu-b can take new pods. The
+    # controller removes unavailable old pods first, so the first new pod finds gpu-b's GPU.
+    old = [
+        OldPod("ok", "gpu-a", 1, "2025-01-01T00:00:01Z"),
+        OldPod("sick", "gpu-b", 1, "2025-01-01T00:00:00Z", ready=False),
+    ]
+    plan = simulate_rollout(2, 1, RolloutStrategy(max_surge=0, max_unavailable=1), old, {"gpu-b": 0})
+    assert (plan.waves[0].removed, plan.waves[0].freed_gpus) == (1, 1)
+    assert (plan.waves[1].created, plan.waves[1].placed) == (1, 1)
+    # the second new pod has nowhere to go once "ok" frees its GPU on gpu-a
+    assert not plan.completed and plan.new_pending == 1
+
+
+def test_scaling_event_places_old_pods_where_the_old_template_may_go() -> None:
+    # the template moves from pool "old" to pool "new" and grows 2 -> 3: the old ReplicaSet first adds an
+    # old-template pod on gpu-a (the only node it may use), which the rollout then replaces as well
+    nodes = [node("gpu-a", 4, labels={"pool": "old"}), node("gpu-b", 4, labels={"pool": "new"})]
+    current = old_deployment_pods(2, "gpu-a")
+    start = CurrentDeployment(replicas=2, gpus_per_pod=1, node_selector={"pool": "old"})
+    result = check_fit(request(3, node_selector={"pool": "new"}), nodes, current, [], current, start)
+    assert result.fits
+    first = result.plan.waves[0]
+    assert (first.old_replicas, first.created, first.placed) == (3, 1, 1)
+    # the same rollout when gpu-a has no room for the extra old pod: it stays Pending, counts as unhealthy
+    # and is deleted again; the rollout does not wait for it
+    crowded = current + [pod("x", "gpu-a", 2)]
+    assert check_fit(request(3, node_selector={"pool": "new"}), nodes, crowded, [], current, start).fits
+
+
+def test_current_deployment_from_the_api_object() -> None:
+    dep = {
+        "spec": {
+            "replicas": 3,
+            "template": {
+                "spec": {
+                    "nodeSelector": {"pool": "a100"},
+                    "tolerations": [{"key": GPU, "operator": "Exists"}],
+                    "containers": [{"name": "s", "resources": {"limits": {GPU: "2"}}}],
+                }
+            },
+        }
+    }
+    start = CurrentDeployment.from_deployment(dep, GPU)
+    assert (start.replicas, start.gpus_per_pod, start.node_selector) == (3, 2, {"pool": "a100"})
+    assert start.tolerations == [Toleration(key=GPU, operator="Exists")]
+    assert CurrentDeployment.from_deployment({"spec": {}}, GPU).replicas == 1
 
 
 # --------------------------------------------------------------------------- Deployment helpers
