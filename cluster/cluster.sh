@@ -98,6 +98,27 @@ create_cluster() {
   fi
 }
 
+# kubernetes.core caches API discovery in $TMPDIR per server URL and user. A
+# new cluster often gets a port an earlier one had, whose cache (say, with a
+# CRD this cluster lacks) would make applies fail with "404 page not found".
+forget_discovery() {
+  local server
+  server=$(kubectl_ config view -o jsonpath='{.clusters[0].cluster.server}')
+  python_ - "${server}" <<'PY'
+import hashlib, os, sys, tempfile
+server = sys.argv[1]
+users = {os.environ.get("USERNAME"), str(os.getuid())}
+try:
+    users.add(os.getlogin())
+except OSError:
+    pass
+for cache_id in {server} | {f"{server}-{u}" for u in users if u}:
+    path = os.path.join(tempfile.gettempdir(), "k8srcp-%s.json" % hashlib.sha256(cache_id.encode()).hexdigest())
+    if os.path.exists(path):
+        os.remove(path)
+PY
+}
+
 # The versions a cluster was created with; a pin change in versions.env means
 # the cluster must be recreated with the new binaries.
 stamp() { echo "${KUBE_VERSION} ${ETCD_VERSION} ${KWOK_VERSION} $(sha256sum "${here}/kwokctl.yaml" "${here}/stages.yaml" | cut -c1-12 | tr '\n' ' ')"; }
@@ -118,6 +139,7 @@ cmd_up() {
   if [[ ! -f "${CLUSTER_DIR}/kwok.yaml" ]]; then
     create_cluster
     stamp >"${CLUSTER_DIR}/.stamp"
+    forget_discovery
   else
     local dead
     dead=$(dead_components)
