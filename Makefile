@@ -6,7 +6,7 @@ VENV = $(shell hack/venv.sh)
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help venv deps demo test lint sanity unit integration cluster-build cluster-up cluster-down cluster-kubeconfig cluster-status bench-cluster bench-gpu-check molecule
+.PHONY: help venv deps demo test lint sanity unit integration cluster-build cluster-up cluster-down cluster-kubeconfig cluster-status bench-cluster bench-gpu-check bench-deploy molecule
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ molecule: venv cluster-up ## molecule scenario `local` against the local cluster
 
 bench-gpu-check: venv ## time gpu_capacity_check against 1k GPU nodes and 5k pods
 	@python3 hack/bench_gpu_check.py
+
+bench-deploy: venv cluster-up ## deploy_model.yml next to kubectl apply + rollout status: times and ratios
+	@python3 hack/bench_deploy.py
 
 bench-cluster: venv ## measure the local cluster: build/start times, memory, 1k nodes/5k pods
 	@python3 hack/bench_cluster.py

@@ -120,7 +120,7 @@ targets=("$@")
 [[ ${#targets[@]} -eq 0 ]] && targets=(all)
 for t in "${targets[@]}"; do
   case "${t}" in
-    all) build_etcd; build_kwok; build_kube ;;
+    all) build_etcd; build_kwok; build_kube; build_helm ;;
     kube) build_kube ;;
     etcd) build_etcd ;;
     kwok) build_kwok ;;

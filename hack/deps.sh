@@ -7,6 +7,12 @@ command -v python3 >/dev/null || missing+=(python3 python3-venv)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v git >/dev/null || missing+=(git)
 command -v curl >/dev/null || missing+=(curl)
+# The image build test: podman/buildah build, Debian's registry serves, debootstrap
+# makes the base image (hack/base_image.sh).
+command -v podman >/dev/null || missing+=(podman)
+command -v buildah >/dev/null || missing+=(buildah)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "[deps] installing ${missing[*]}" >&2

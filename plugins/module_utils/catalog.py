@@ -252,6 +252,8 @@ _INT_OR_PERCENT = {
 }
 _DNS_SUBDOMAIN = _string(DNS_1123_SUBDOMAIN, "a Kubernetes object name (lowercase DNS-1123 subdomain)", 253)
 _EXTRA_ARGS = {"type": "array", "items": {"type": "string"}}
+# What custom_server loads (MODEL_FORMAT), each with the package extra its image needs.
+CUSTOM_PYTHON_FORMATS = ("sklearn", "onnx", "torchscript", "python")
 _PROBE = _object({
     "initial_delay_seconds": _integer(0),
     "period_seconds": _integer(1),
@@ -300,12 +302,16 @@ _RUNTIME_SCHEMAS: dict[str, dict[str, Any]] = {
         "strict_model_config": {"type": "boolean"},
         "extra_args": _EXTRA_ARGS,
     }, required=["models"]),
+    # The formats custom_server loads; anything else (transformers...) is a python model class.
     "custom_python": _object({
-        "model_format": _string(r"^[a-z][a-z0-9_]*$", "a model format name such as pytorch, onnx or transformers"),
+        "model_format": {"enum": list(CUSTOM_PYTHON_FORMATS)},
         "model_path": _ABSOLUTE_PATH,
+        "model_class": _string(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_.]*$",
+                               "module:attr or /path/file.py:attr (the server's MODEL_CLASS)"),
+        "pip_packages": {"type": "array", "items": _string(expected="a pip requirement such as transformers>=4.40")},
         "workers": _integer(1, default=1),
         "extra_args": _EXTRA_ARGS,
-    }, required=["model_format", "model_path"]),
+    }, required=["model_format"]),
 }
 
 
@@ -607,6 +613,19 @@ def _runtime_sections(entry: Mapping[str, Any]) -> list[Problem]:
             for other in RUNTIMES if other != runtime and other in entry]
 
 
+def _custom_python_rules(entry: Mapping[str, Any]) -> list[Problem]:
+    # The server refuses to start without what its format needs (MODEL_CLASS or MODEL_PATH).
+    settings = _dict_at(entry, "custom_python")
+    model_format = settings.get("model_format")
+    if model_format == "python" and "model_class" not in settings:
+        return [(("custom_python", "model_class"), "is required with model_format python: name the class as "
+                                                   "module:attr or /path/file.py:attr")]
+    if model_format in CUSTOM_PYTHON_FORMATS and model_format != "python" and "model_path" not in settings:
+        return [(("custom_python", "model_path"), "is required with model_format %s: the model file's absolute path"
+                 % model_format)]
+    return []
+
+
 def _requests_within_limits(entry: Mapping[str, Any]) -> list[Problem]:
     requests = _dict_at(entry, "resources", "requests")
     limits = _dict_at(entry, "resources", "limits")
@@ -731,6 +750,7 @@ def _runtime_settings_rules(entry: Mapping[str, Any]) -> list[Problem]:
 
 _SEMANTIC_CHECKS: tuple[Callable[[Mapping[str, Any]], List[Problem]], ...] = (
     _runtime_sections,
+    _custom_python_rules,
     _requests_within_limits,
     _autoscaling_bounds,
     _pdb_rules,

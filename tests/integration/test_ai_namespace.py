@@ -8,28 +8,19 @@ back from the API server.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+import playbooks
+from playbooks import INVENTORY, REPO_ROOT, Run
+
 PLAYBOOK = REPO_ROOT / "playbooks" / "bootstrap_cluster.yml"
-INVENTORY = REPO_ROOT / "inventories" / "local"
 NAMESPACE_VARS = INVENTORY / "group_vars" / "all" / "namespace.yml"
-RECAP_RE = re.compile(
-    r"^localhost\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=\d+\s+failed=(?P<failed>\d+)",
-    re.MULTILINE,
-)
 APPLY_TASK_MARK = "ai_namespace : Apply |"
 
 # ai_namespace_quota keys and the ResourceQuota keys they become.
@@ -47,61 +38,12 @@ QUOTA_KEYS = {
 }
 
 
-def _ansible_playbook() -> str:
-    """The ansible-playbook of the venv running pytest, else the one on PATH."""
-    beside = Path(sys.executable).parent / "ansible-playbook"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("ansible-playbook")
-    if not found:
-        pytest.fail("ansible-playbook not found: run pytest from the project venv (hack/venv.sh)")
-    return found
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        """stdout and stderr with whitespace collapsed, for message checks."""
-        return " ".join(f"{self.stdout}\n{self.stderr}".split())
-
-    @property
-    def recap(self) -> dict[str, int]:
-        match = RECAP_RE.search(self.stdout)
-        assert match, f"no PLAY RECAP in the output:\n{self.stdout[-3000:]}\n{self.stderr[-3000:]}"
-        return {k: int(v) for k, v in match.groupdict().items()}
-
-    @property
-    def applied_anything(self) -> bool:
-        return APPLY_TASK_MARK in self.stdout
-
-    def explain(self) -> str:
-        return f"rc={self.returncode}\n--- stdout\n{self.stdout[-6000:]}\n--- stderr\n{self.stderr[-3000:]}"
-
-
 def run_playbook(kubeconfig: str, extra_vars: dict[str, Any], *args: str, env: dict[str, str] | None = None) -> Run:
-    environ = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "AI_SERVING_KUBECONFIG": kubeconfig,
-        **(env or {}),
-    }
-    proc = subprocess.run(
-        [_ansible_playbook(), "-i", str(INVENTORY), str(PLAYBOOK), "-e", json.dumps(extra_vars), *args],
-        cwd=REPO_ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    return playbooks.run_playbook(PLAYBOOK, kubeconfig, extra_vars, *args, env=env, timeout=300)
+
+
+def applied_anything(run: Run) -> bool:
+    return APPLY_TASK_MARK in run.stdout
 
 
 def unique_name(prefix: str = "t-ains") -> str:
@@ -396,7 +338,7 @@ def test_bad_input_fails_before_applying(case: str, kubeconfig: str, core_v1, tm
         for text in expected:
             assert text in run.output, f"{text!r} not in the output\n{run.explain()}"
         assert run.recap["changed"] == 0, run.explain()
-        assert not run.applied_anything, run.explain()
+        assert not applied_anything(run), run.explain()
         if case != "invalid_dns_label":
             assert not namespace_exists(core_v1, name)
     finally:

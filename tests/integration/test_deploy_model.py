@@ -20,30 +20,20 @@ from __future__ import annotations
 
 import copy
 import http.server
-import json
-import os
 import re
-import shutil
 import subprocess
-import sys
-import tempfile
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-INVENTORY = REPO_ROOT / "inventories" / "local"
+from playbooks import REPO_ROOT, Run, run_playbook
+
 CATALOG_FILE = REPO_ROOT / "inventories" / "shared" / "group_vars" / "all" / "models.yml"
-RECAP_RE = re.compile(
-    r"^localhost\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=\d+\s+failed=(?P<failed>\d+)",
-    re.MULTILINE,
-)
 FAULT = "sim.creativeflow.ai/fault"
 SECRET_VALUES = {"text-generation-model-secrets": "EXAMPLE_KEY_value_9f2c", "triton-model-store-s3": "s3_secret_value_7d1a"}
 
@@ -58,6 +48,7 @@ RUNTIMES: Dict[str, Dict[str, Any]] = {
                    "readiness": ("/v1/models/image_classifier_model", "rest"),
                    "liveness": ("/v1/models/image_classifier_model", "rest")},
         "gpu": ("nvidia.com/gpu", "1"),
+        "uid": 1000,
         "config": {"models.config": "num_versions: 1"},
     },
     "torchserve": {
@@ -68,6 +59,7 @@ RUNTIMES: Dict[str, Dict[str, Any]] = {
         "probes": {"startup": ("/ping", "inference"), "readiness": ("/ping", "inference"),
                    "liveness": ("/ping", "inference")},
         "gpu": ("nvidia.com/mig-1g.10gb", "1"),
+        "uid": 1000,
         "config": {"config.properties": "load_models=sentiment=sentiment_bert.mar"},
     },
     "triton": {
@@ -78,6 +70,7 @@ RUNTIMES: Dict[str, Dict[str, Any]] = {
         "probes": {"startup": ("/v2/health/ready", "http"), "readiness": ("/v2/health/ready", "http"),
                    "liveness": ("/v2/health/live", "http")},
         "gpu": ("nvidia.com/gpu", "1"),
+        "uid": 1000,
         "config": {},
     },
     "custom_python": {
@@ -88,6 +81,7 @@ RUNTIMES: Dict[str, Dict[str, Any]] = {
         "probes": {"startup": ("/health/ready", "http"), "readiness": ("/health/ready", "http"),
                    "liveness": ("/health/live", "http")},
         "gpu": ("nvidia.com/gpu", "1"),
+        "uid": 10001,
         "config": {},
     },
 }
@@ -97,61 +91,16 @@ ALL = list(RUNTIMES)
 # --------------------------------------------------------------------------- running playbooks
 
 
-def _ansible_playbook() -> str:
-    beside = Path(sys.executable).parent / "ansible-playbook"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("ansible-playbook")
-    if not found:
-        pytest.fail("ansible-playbook not found: run pytest from the project venv (hack/venv.sh)")
-    return found
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return " ".join(f"{self.stdout}\n{self.stderr}".split())
-
-    @property
-    def recap(self) -> Dict[str, int]:
-        match = RECAP_RE.search(self.stdout)
-        assert match, f"no PLAY RECAP in the output:\n{self.explain()}"
-        return {k: int(v) for k, v in match.groupdict().items()}
-
-    def explain(self) -> str:
-        return f"rc={self.returncode}\n--- stdout\n{self.stdout[-8000:]}\n--- stderr\n{self.stderr[-3000:]}"
-
-
 class Runner:
     """Runs the playbooks against the test cluster in the module's namespace."""
 
-    def __init__(self, kubeconfig: str, namespace: str, workdir: Path) -> None:
+    def __init__(self, kubeconfig: str, namespace: str) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
-        self.workdir = workdir
 
     def __call__(self, playbook: str, model: str, extra: Optional[Dict[str, Any]] = None, *args: str) -> Run:
         extra_vars = {"model": model, "ai_namespace_name": self.namespace, **(extra or {})}
-        vars_file = self.workdir / f"vars-{uuid.uuid4().hex[:8]}.json"
-        vars_file.write_text(json.dumps(extra_vars))
-        env = {
-            **os.environ,
-            "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-            "AI_SERVING_KUBECONFIG": self.kubeconfig,
-        }
-        proc = subprocess.run(
-            [_ansible_playbook(), "-i", str(INVENTORY), str(REPO_ROOT / "playbooks" / playbook), "-e", f"@{vars_file}",
-             *args],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=420,
-        )
-        return Run(proc.returncode, proc.stdout, proc.stderr)
+        return run_playbook(playbook, self.kubeconfig, extra_vars, *args)
 
     def parallel(self, jobs: Dict[str, Callable[[], Any]]) -> Dict[str, Any]:
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
@@ -244,9 +193,8 @@ def namespace(kubeconfig: str, core_v1) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def runner(kubeconfig: str, namespace: str) -> Iterator[Runner]:
-    with tempfile.TemporaryDirectory(prefix="deploy-model-") as tmp:
-        yield Runner(kubeconfig, namespace, Path(tmp))
+def runner(kubeconfig: str, namespace: str) -> Runner:
+    return Runner(kubeconfig, namespace)
 
 
 def deployment(apps_v1, namespace: str, name: str):
@@ -317,7 +265,8 @@ def test_security_context_is_restricted(deployed, apps_v1, namespace: str, runti
     dep = deployment(apps_v1, namespace, RUNTIMES[runtime]["model"])
     pod = dep.spec.template.spec
     assert pod.security_context.run_as_non_root is True
-    assert pod.security_context.run_as_user == 1000
+    # The runtime images' users: 1000 for the third-party servers, custom_server/Dockerfile's 10001 for ours.
+    assert pod.security_context.run_as_user == RUNTIMES[runtime]["uid"]
     assert pod.security_context.seccomp_profile.type == "RuntimeDefault"
     for ctr in (pod.containers or []) + (pod.init_containers or []):
         sc = ctr.security_context
@@ -369,7 +318,8 @@ def test_runtime_specifics(deployed, apps_v1, namespace: str) -> None:
     custom = deployment(apps_v1, namespace, "text-generation-gpt").spec.template.spec.containers[0]
     env = {e.name: e.value for e in custom.env}
     assert env["MODEL_PATH"] == "/models/gpt2" and env["MODEL_NAME"] == "text-generation-gpt"
-    assert env["MODEL_FORMAT"] == "transformers" and env["PORT"] == "8080"
+    assert env["MODEL_FORMAT"] == "python" and env["PORT"] == "8080"
+    assert env["MODEL_CLASS"] == "/models/gpt2/serve.py:Generator"
     assert env["LOG_LEVEL"] == "info" and env["MAX_NEW_TOKENS"] == "256"
     assert custom.env_from[0].secret_ref.name == "text-generation-model-secrets"
     assert custom.command == ["python", "-m", "custom_server"]

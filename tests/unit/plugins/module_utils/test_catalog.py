@@ -98,7 +98,8 @@ def full_catalog() -> Dict[str, Any]:
             "env": {"LOG_LEVEL": "info", "MAX_NEW_TOKENS": 256},
             "env_from_secrets": ["text-generation-model-secrets"],
             "model": {"source": "pvc", "pvc": {"claim_name": "text-generation-gpt-weights"}},
-            "custom_python": {"model_format": "transformers", "model_path": "/models/gpt2", "workers": 2},
+            "custom_python": {"model_format": "python", "model_class": "/models/gpt2/serve.py:Generator",
+                              "model_path": "/models/gpt2", "workers": 2},
             "environments": {"local": {"autoscaling": {"enabled": False}}},
         },
         "sentiment-analysis": {
@@ -328,6 +329,21 @@ def test_bad_field_reports_path_value_and_expectation(path: Union[str, Tuple[str
         ("text-generation-gpt", "custom_python.model_path", "gpt2",
          "models.text-generation-gpt.custom_python.model_path: 'gpt2' is not an absolute path inside the container "
          "(starting with /)"),
+        # custom_server loads these four formats; transformers & co. are python models.
+        ("text-generation-gpt", "custom_python.model_format", "transformers",
+         "models.text-generation-gpt.custom_python.model_format: 'transformers' is not one of ['sklearn', 'onnx', "
+         "'torchscript', 'python']"),
+        ("text-generation-gpt", "custom_python.model_class", DELETE,
+         "models.text-generation-gpt.custom_python.model_class: is required with model_format python: name the class "
+         "as module:attr or /path/file.py:attr"),
+        ("text-generation-gpt", "custom_python.model_class", "gpt2",
+         "models.text-generation-gpt.custom_python.model_class: 'gpt2' is not module:attr or /path/file.py:attr (the "
+         "server's MODEL_CLASS)"),
+        ("text-generation-gpt", "custom_python", {"model_format": "onnx"},
+         "models.text-generation-gpt.custom_python.model_path: is required with model_format onnx: the model file's "
+         "absolute path"),
+        ("text-generation-gpt", "custom_python.pip_packages", [1],
+         "models.text-generation-gpt.custom_python.pip_packages[0]: 1 is not of type 'string'"),
         ("text-generation-gpt", "image.digest", "sha256:" + "b" * 64,
          "models.text-generation-gpt.image.digest: 'sha256:" + "b" * 64 + "' cannot be known before the image is "
          "built: use a tag with image.build, or disable the build"),
