@@ -155,6 +155,16 @@ class KubeReader:
         except _NotFound:
             return None
 
+    def serves(self, kind: str, api_version: str = "v1") -> bool:
+        """Whether the API server serves ``kind`` in ``api_version`` (False for a CRD not installed)."""
+        try:
+            self._client.resource(kind, api_version)
+        except Exception as exc:  # mapped to a clear message below
+            if ResourceNotFoundError is not None and isinstance(exc, ResourceNotFoundError):
+                return False
+            raise self._error("discover {0} ({1})".format(kind, api_version), exc) from exc
+        return True
+
     def _call(self, what: str, kind: str, api_version: str, params: Dict[str, Any]) -> Dict[str, Any]:
         try:
             resource = self._client.resource(kind, api_version)

@@ -80,6 +80,8 @@ def run_playbook(playbook: Union[str, Path], kubeconfig: str, extra_vars: Option
         vars_file.flush()
         proc = subprocess.run(
             [ansible_playbook(), "-i", str(inventory), str(path), "-e", f"@{vars_file.name}", *args],
-            cwd=REPO_ROOT, env=environ, capture_output=True, text=True, check=False, timeout=timeout,
+            # A stdin of its own: what the playbook runs (podman...) may make it non-blocking.
+            cwd=REPO_ROOT, env=environ, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+            timeout=timeout,
         )
     return Run(proc.returncode, proc.stdout, proc.stderr)

@@ -1,5 +1,9 @@
 """The custom_python image really built with podman, pushed to a real registry and deployed.
 
+podman and buildah set O_NONBLOCK on the stdin they inherit, which would make
+every later ansible command of the session refuse to start: each gets its own
+/dev/null.
+
 - podman builds the role's Dockerfile template (chroot isolation, a vfs storage of
   the tests' own under the cache directory) on a Python base image made locally
   from Debian packages (hack/base_image.sh);
@@ -97,7 +101,7 @@ def container_env() -> Dict[str, str]:
 @pytest.fixture(scope="module")
 def base_image(container_env: Dict[str, str]) -> str:
     proc = subprocess.run([str(REPO_ROOT / "hack" / "base_image.sh"), BASE_IMAGE], env={**os.environ, **container_env},
-                          capture_output=True, text=True, check=False, timeout=600)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, f"hack/base_image.sh failed:\n{proc.stderr[-3000:]}"
     return BASE_IMAGE
 
@@ -115,7 +119,8 @@ def registry(tmp_path_factory) -> Iterator[str]:
         "http": {"addr": f"127.0.0.1:{port}"},
     }))
     with open(root / "registry.log", "w") as log:
-        proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT)
     try:
         wait_for(f"http://127.0.0.1:{port}/v2/", 30)
         yield f"127.0.0.1:{port}"
@@ -178,9 +183,9 @@ def deploys(kubeconfig: str, namespace: str, registry: str, base_image: str, con
     finally:
         # The storage lives in the cache: keep the base image, drop what the test built or pulled.
         subprocess.run(["podman", "rmi", "--force", image], env={**os.environ, **container_env},
-                       capture_output=True, check=False)
+                       stdin=subprocess.DEVNULL, capture_output=True, check=False)
         subprocess.run(["podman", "image", "prune", "--force"], env={**os.environ, **container_env},
-                       capture_output=True, check=False)
+                       stdin=subprocess.DEVNULL, capture_output=True, check=False)
 
 
 # --------------------------------------------------------------------------- tests
@@ -215,9 +220,9 @@ def test_registry_holds_the_image_the_template_describes(deploys: Dict[str, Any]
 def test_pushed_image_serves_the_model(deploys: Dict[str, Any], container_env: Dict[str, str], tmp_path: Path) -> None:
     """Pull the image back from the registry (the local copy removed first) and run its server."""
     env = {**os.environ, **container_env}
-    subprocess.run(["podman", "rmi", "--force", deploys["image"]], env=env, capture_output=True, check=False)
+    subprocess.run(["podman", "rmi", "--force", deploys["image"]], env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False)
     pulled = subprocess.run(["buildah", "from", "--tls-verify=false", "--pull-always", deploys["image"]], env=env,
-                            capture_output=True, text=True, check=False, timeout=300)
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=300)
     assert pulled.returncode == 0, pulled.stderr
     working = pulled.stdout.strip().splitlines()[-1]
     port = free_port()
@@ -227,7 +232,7 @@ def test_pushed_image_serves_the_model(deploys: Dict[str, Any], container_env: D
             server = subprocess.Popen(
                 ["buildah", "run", "--isolation", "chroot", "--env", f"PORT={port}", "--env", "HOST=127.0.0.1",
                  "--env", f"MODEL_NAME={MODEL}", working, "--", "python", "-m", "custom_server"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for(f"http://127.0.0.1:{port}/health/ready", 90)
             result = http_json(f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer",
@@ -241,7 +246,7 @@ def test_pushed_image_serves_the_model(deploys: Dict[str, Any], container_env: D
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
     finally:
-        subprocess.run(["buildah", "rm", working], env=env, capture_output=True, check=False)
+        subprocess.run(["buildah", "rm", working], env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False)
 
 
 def test_second_deploy_builds_nothing_and_changes_nothing(deploys: Dict[str, Any]) -> None:

@@ -89,6 +89,20 @@ def test_gpu_pod_becomes_ready(kubectl, namespace):
     assert int(node["status"]["allocatable"]["nvidia.com/gpu"]) >= 1
 
 
+@pytest.mark.local_cluster
+def test_ready_delay_annotation_holds_a_pod_back(kubectl, namespace):
+    """sim.creativeflow.ai/ready-delay stands for a model's load time (bench-deploy uses it)."""
+    slow = pod("slow-start")
+    slow["metadata"]["annotations"] = {"sim.creativeflow.ai/ready-delay": "5s"}
+    started = time.monotonic()
+    apply(kubectl, namespace, slow)
+    apply(kubectl, namespace, pod("quick-start"))
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "pod/quick-start", "--timeout=60s")
+    assert get_json(kubectl, "-n", namespace, "pod/slow-start")["status"].get("phase") == "Pending"
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "pod/slow-start", "--timeout=60s")
+    assert time.monotonic() - started >= 5
+
+
 def test_gpu_pod_larger_than_any_node_is_unschedulable(kubectl, namespace):
     apply(kubectl, namespace, pod("too-big", gpus=64))
 
