@@ -30,15 +30,20 @@ RECAP_RE = re.compile(
 )
 
 
-def ansible_playbook() -> str:
-    """The ansible-playbook of the venv running pytest, else the one on PATH."""
-    beside = Path(sys.executable).parent / "ansible-playbook"
+def venv_tool(name: str) -> str:
+    """A command of the venv running pytest (ansible-playbook, molecule...), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
     if beside.is_file():
         return str(beside)
-    found = shutil.which("ansible-playbook")
+    found = shutil.which(name)
     if not found:
-        pytest.fail("ansible-playbook not found: run pytest from the project venv (hack/venv.sh)")
+        pytest.fail(f"{name} not found: it is pinned in requirements-dev.txt; run pytest from the project venv "
+                    "(hack/venv.sh)")
     return found
+
+
+def ansible_playbook() -> str:
+    return venv_tool("ansible-playbook")
 
 
 @dataclass

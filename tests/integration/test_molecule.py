@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -23,18 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from playbooks import REPO_ROOT, venv_tool
+
 SCENARIOS = sorted(p.parent.name for p in (REPO_ROOT / "molecule").glob("*/molecule.yml"))
-
-
-def _molecule() -> str:
-    beside = Path(sys.executable).parent / "molecule"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("molecule")
-    if not found:
-        pytest.fail("molecule not found: it is pinned in requirements-dev.txt (hack/venv.sh installs it)")
-    return found
 
 
 def _run_molecule(tmp_path: Path, *args: str, **env_extra: str) -> subprocess.CompletedProcess:
@@ -48,7 +38,8 @@ def _run_molecule(tmp_path: Path, *args: str, **env_extra: str) -> subprocess.Co
     )
     env.pop("ANSIBLE_CONFIG", None)  # molecule writes its own
     return subprocess.run(
-        [_molecule(), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=1200
+        [venv_tool("molecule"), *args], cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, check=False, timeout=1200,
     )
 
 
@@ -83,6 +74,8 @@ def test_local_scenario(tmp_path: Path, kubeconfig: str, core_v1) -> None:
             assert re.search(rf"local\s*(>|➜)\s*{action}: Executed: Successful", output), f"{action} did not succeed:\n{output[-4000:]}"
         # idempotence succeeding means the second converge changed nothing; verify read the objects back.
         assert "Verify | Check that the ResourceQuota limits GPUs and is enforced" in output
+        # converge deployed the example model and verify checked it (not skipped).
+        assert re.search(r"Verify \| Check that the model runs as the catalog says\] \*+\s+ok:", output), output[-4000:]
         assert f"Namespace/{namespace}" in output
         # cleanup deleted the scenario's namespace (and waited for it to go).
         with pytest.raises(ApiException) as gone:
