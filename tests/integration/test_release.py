@@ -26,7 +26,8 @@ from typing import Iterator
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from playbooks import REPO_ROOT, venv_tool
+
 GALAXY = yaml.safe_load((REPO_ROOT / "galaxy.yml").read_text())
 FQCN = f"{GALAXY['namespace']}.{GALAXY['name']}"
 TARBALL_NAME = f"{GALAXY['namespace']}-{GALAXY['name']}-{GALAXY['version']}.tar.gz"
@@ -45,19 +46,9 @@ JUNK = [
 ]
 
 
-def _bin(name: str) -> str:
-    """A tool of the venv running pytest, else the one on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} not found: run pytest from the project venv (hack/venv.sh)")
-    return found
-
-
 def _run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+    proc = subprocess.run(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+                          timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(args)} failed (rc {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}"
     return proc
 
@@ -112,7 +103,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pa
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(b"junk\n")
     dist = tmp / "dist"
-    _run([_bin("ansible-galaxy"), "collection", "build", str(src), "--output-path", str(dist)], cwd=tmp, env=_clean_env(tmp))
+    _run([venv_tool("ansible-galaxy"), "collection", "build", str(src), "--output-path", str(dist)], cwd=tmp, env=_clean_env(tmp))
     tarballs = list(dist.iterdir())
     assert [t.name for t in tarballs] == [TARBALL_NAME]
     yield tarballs[0], tmp
@@ -168,7 +159,7 @@ def installed(release: tuple[Path, Path]) -> Path:
     env = _clean_env(tmp)
     # Offline: kubernetes.core & co. come from pip's ansible package, found on sys.path.
     _run(
-        [_bin("ansible-galaxy"), "collection", "install", str(tarball), "-p", str(tmp / "collections"), "--no-deps"],
+        [venv_tool("ansible-galaxy"), "collection", "install", str(tarball), "-p", str(tmp / "collections"), "--no-deps"],
         cwd=tmp,
         env=env,
     )
@@ -180,7 +171,7 @@ def installed(release: tuple[Path, Path]) -> Path:
 def test_installed_files_match_the_manifest(installed: Path, release: tuple[Path, Path]) -> None:
     _, tmp = release
     proc = _run(
-        [_bin("ansible-galaxy"), "collection", "verify", FQCN, "--offline", "-p", str(tmp / "collections")],
+        [venv_tool("ansible-galaxy"), "collection", "verify", FQCN, "--offline", "-p", str(tmp / "collections")],
         cwd=tmp,
         env=_clean_env(tmp),
     )
@@ -194,13 +185,13 @@ def test_installed_playbook_runs_against_the_cluster(installed: Path, release: t
     namespace = f"t-release-{uuid.uuid4().hex[:8]}"
     env = _clean_env(tmp, AI_SERVING_KUBECONFIG=kubeconfig)
     # The checkout's collection link must not be what Ansible finds.
-    listed = _run([_bin("ansible-galaxy"), "collection", "list", FQCN, "--format", "json"], cwd=tmp, env=env)
+    listed = _run([venv_tool("ansible-galaxy"), "collection", "list", FQCN, "--format", "json"], cwd=tmp, env=env)
     found = {path for path, colls in json.loads(listed.stdout).items() if FQCN in colls}
     assert found == {str(tmp / "collections" / "ansible_collections")}, found
     try:
         proc = _run(
             [
-                _bin("ansible-playbook"),
+                venv_tool("ansible-playbook"),
                 f"{FQCN}.bootstrap_cluster",
                 "-i",
                 str(installed / "inventories" / "local"),
@@ -235,8 +226,8 @@ def test_changelog_renders_a_release(tmp_path: Path) -> None:
     fragments = sorted(p.name for p in (src / "changelogs" / "fragments").glob("*.yml"))
     assert fragments
     env = _clean_env(tmp_path)
-    _run([_bin("antsibull-changelog"), "lint"], cwd=src, env=env)
-    _run([_bin("antsibull-changelog"), "release", "--version", GALAXY["version"], "--date", "2026-01-15"], cwd=src, env=env)
+    _run([venv_tool("antsibull-changelog"), "lint"], cwd=src, env=env)
+    _run([venv_tool("antsibull-changelog"), "release", "--version", GALAXY["version"], "--date", "2026-01-15"], cwd=src, env=env)
 
     changes = yaml.safe_load((src / "changelogs" / "changelog.yaml").read_text())
     release = changes["releases"][GALAXY["version"]]
