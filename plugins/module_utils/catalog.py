@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_objects import DEFAULT_GPU_RESOURCE
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.quantity import QuantityError, parse_quantity  # noqa: F401 (re-exported)
 
 try:
@@ -43,7 +44,6 @@ else:
 RUNTIMES = ("tf_serving", "torchserve", "triton", "custom_python")
 # The environments an entry may carry overrides for (ai_serving_environment).
 ENVIRONMENTS = ("local", "dev", "prod")
-DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 # Container resources a catalog entry may request/limit. GPUs are not among
 # them: they come from the `gpu` section, which also drives node selection.
 CONTAINER_RESOURCES = ("cpu", "memory", "ephemeral-storage")

@@ -28,6 +28,14 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_objects import (
+    condition as _condition,
+    meta as _meta,
+    name as _name,
+    owned_by,
+    pod_is_terminated,
+)
+
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 POD_TEMPLATE_HASH = "pod-template-hash"
 
@@ -152,14 +160,6 @@ class RolloutState:
         }
 
 
-def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    return obj.get("metadata") or {}
-
-
-def _name(obj: Mapping[str, Any]) -> str:
-    return str(_meta(obj).get("name") or "")
-
-
 def revision_of(obj: Optional[Mapping[str, Any]]) -> Optional[int]:
     """The ``deployment.kubernetes.io/revision`` annotation as an int, or None."""
     if not obj:
@@ -169,13 +169,6 @@ def revision_of(obj: Optional[Mapping[str, Any]]) -> Optional[int]:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-
-def _condition(obj: Mapping[str, Any], kind: str) -> Optional[Mapping[str, Any]]:
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == kind:
-            return condition
-    return None
 
 
 def rollout_state(deployment: Mapping[str, Any]) -> RolloutState:
@@ -215,17 +208,6 @@ def rollout_state(deployment: Mapping[str, Any]) -> RolloutState:
         name, available, "" if available == 1 else "s"))
 
 
-def owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
-    """Whether ``obj`` has ``owner`` as its controller (by uid, else by kind and name)."""
-    owner_uid = _meta(owner).get("uid")
-    for ref in _meta(obj).get("ownerReferences") or []:
-        if owner_uid and ref.get("uid") == owner_uid:
-            return True
-        if not owner_uid and ref.get("kind") == owner.get("kind") and ref.get("name") == _name(owner):
-            return True
-    return False
-
-
 def deployment_replicasets(deployment: Mapping[str, Any],
                            replicasets: Iterable[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
     """The ReplicaSets the Deployment owns, newest revision first."""
@@ -242,10 +224,6 @@ def newest_replicaset(deployment: Mapping[str, Any],
         if current is not None and revision_of(rs) == current:
             return rs
     return owned[0] if owned else None
-
-
-def _pod_phase_done(pod: Mapping[str, Any]) -> bool:
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
 def _events_for(events: Sequence[Mapping[str, Any]], kind: str, name: str, reasons: Iterable[str]) -> List[str]:
@@ -353,7 +331,7 @@ def diagnose(deployment: Mapping[str, Any], replicasets: Sequence[Mapping[str, A
             if ("FailedCreate", None) not in reasons:
                 add(Reason("FailedCreate", message, hard=True))
         for pod in pods:
-            if owned_by(pod, {"kind": "ReplicaSet", **newest}) and not _pod_phase_done(pod):
+            if owned_by(pod, {"kind": "ReplicaSet", **newest}) and not pod_is_terminated(pod):
                 for reason in _pod_reasons(pod, events):
                     add(reason)
 

@@ -446,6 +446,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit import (
     DEFAULT_MAX_SURGE,
     DEFAULT_MAX_UNAVAILABLE,
+    DEFAULT_RESOURCE,
     RECREATE,
     ROLLING_UPDATE,
     CurrentDeployment,
@@ -473,7 +474,7 @@ def argspec() -> Dict[str, Any]:
     spec = auth_argument_spec()
     spec.update(
         namespace=dict(type="str", required=True),
-        resource_name=dict(type="str", default="nvidia.com/gpu"),
+        resource_name=dict(type="str", default=DEFAULT_RESOURCE),
         gpus_per_replica=dict(type="int"),
         replicas=dict(type="int"),
         node_selector=dict(type="dict"),
