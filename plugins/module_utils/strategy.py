@@ -20,6 +20,10 @@ RECREATE = "Recreate"
 #: The API server's defaults for a RollingUpdate without maxSurge/maxUnavailable.
 DEFAULT_MAX_SURGE = "25%"
 DEFAULT_MAX_UNAVAILABLE = "25%"
+#: The most replicas a model may ask for (catalog ``replicas`` and ``autoscaling``), and the most pods the GPU
+#: preflight plays a rollout with, pod by pod. Far above any model server fleet (Kubernetes supports 5,000 nodes
+#: per cluster) and low enough that the preflight answers in seconds whatever the strategy.
+MAX_REPLICAS = 5000
 
 IntOrPercent = Union[int, str]
 

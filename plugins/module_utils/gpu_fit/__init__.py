@@ -68,7 +68,9 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit.si
     OldPod,
     RolloutPlan,
     RolloutStrategy,
+    SIMULATED_PODS_LIMIT,
     Wave,
+    first_rollout,
     pod_is_ready,
     scaled_value,
     simulate_rollout,
@@ -81,5 +83,5 @@ __all__ = [
     "deployment_pods", "deployment_template_spec", "evaluate_nodes", "evaluate_quotas", "label_selector_string",
     "node_ineligibility", "node_is_ready", "parse_count", "parse_quantity", "parse_tolerations", "pod_is_ready",
     "pod_is_terminated", "pod_is_terminating", "pod_request", "pod_spec_request", "replica_slots", "scaled_value",
-    "simulate_rollout", "untolerated_taint",
+    "simulate_rollout", "untolerated_taint", "SIMULATED_PODS_LIMIT", "first_rollout",
 ]

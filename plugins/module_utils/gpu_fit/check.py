@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit.messages import (
+    end_state_message,
     failure_message,
     fits_message,
     plural,
@@ -33,7 +34,9 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit.si
     CurrentDeployment,
     OldPod,
     RolloutPlan,
+    SIMULATED_PODS_LIMIT,
     RolloutStrategy,
+    first_rollout,
     simulate_rollout,
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_objects import name as object_name
@@ -154,6 +157,9 @@ def check_fit(
         }
     applying = [q for q in quota_reports if q.applies]
     headroom = min(q.headroom for q in applying) if applying else None
+    starts_empty = not old and (current is None or current.replicas == 0)
+    if not starts_empty and max(request.replicas, len(old), current.replicas if current else 0) > SIMULATED_PODS_LIMIT:
+        return _check_unplayed(request, quota_reports, node_reports, without, old, eligible_free)
 
     def simulate(
         replicas: int,
@@ -163,6 +169,10 @@ def check_fit(
         room: Optional[int] = None,
     ) -> RolloutPlan:
         """The rollout of ``replicas``; ``room`` replaces the quota headroom, ``quota``/``node_limits`` drop a limit."""
+        if starts_empty:  # one wave, computed at any size
+            return first_rollout(
+                replicas, g, strategy, free if node_limits else None, room if room is not None else (headroom if quota else None)
+            )
         return simulate_rollout(
             replicas,
             g,
@@ -186,7 +196,6 @@ def check_fit(
         msg = "{0} request no {1}: nothing to check, it fits".format(plural(request.replicas, "replica"), resource)
         return FitResult(True, msg, request, quota_reports, node_reports, without, plan, None, eligible_free)
 
-    starts_empty = not old and (current is None or current.replicas == 0)
     max_replicas = _max_replicas(request, simulate, quota_reports, node_reports, old, fits, starts_empty)
     alternative: Optional[str] = None
     if fits:
@@ -232,6 +241,57 @@ def _quota_need(
     return high
 
 
+def _end_state_bound(
+    request: FitRequest, quotas: Sequence[QuotaReport], nodes: Sequence[NodeReport], old: Sequence[OldPod]
+) -> int:
+    """The most replicas the end state (old pods gone) has room for: in every quota that applies, and on the nodes."""
+    g = request.gpus_per_replica
+    old_gpus = sum(p.gpus for p in old)
+    bounds = [q.headroom + old_gpus for q in quotas if q.applies]
+    upper = min([max(b, 0) // g for b in bounds] or [10**9])
+    node_room = [max(n.free, 0) + n.deployment_gpus for n in nodes if n.eligible]
+    return min(upper, replica_slots(node_room, g) if node_room else 0)
+
+
+def _check_unplayed(
+    request: FitRequest,
+    quotas: List[QuotaReport],
+    nodes: List[NodeReport],
+    without: int,
+    old: Sequence[OldPod],
+    eligible_free: int,
+) -> FitResult:
+    """An existing Deployment's rollout with more pods than are played one by one (``SIMULATED_PODS_LIMIT``).
+
+    No GPU, or an end state that does not fit, are answered exactly without
+    playing it; a rollout whose end state fits is refused with the limit.
+    """
+    g = request.gpus_per_replica
+    old_gpus = sum(p.gpus for p in old)
+    surge, unavailable = request.strategy.resolve(request.replicas)
+    needed = request.replicas * g - old_gpus if g else None
+    plan = RolloutPlan(
+        strategy=request.strategy, replicas=request.replicas, max_surge=surge,
+        max_unavailable=min(unavailable, request.replicas), old_pods=len(old), old_gpus=old_gpus, waves=[],
+        completed=g == 0, peak_pods=max(request.replicas, len(old)), peak_net_gpus=0, needed=needed,
+    )
+    for quota in quotas:
+        quota.needed = needed
+    if g == 0:
+        msg = "{0} request no {1}: nothing to check, it fits".format(
+            plural(request.replicas, "replica"), request.resource)
+        return FitResult(True, msg, request, quotas, nodes, without, plan, None, eligible_free)
+    upper = _end_state_bound(request, quotas, nodes, old)
+    if request.replicas <= upper:
+        raise GpuFitError(
+            "replicas {0}: the GPU check plays the rollout of an existing Deployment pod by pod up to {1} pods, and "
+            "this one has {0} (its current pods: {2}); its end state would fit {3}, but whether the rollout does is "
+            "not computed: lower replicas to at most {1}".format(request.replicas, SIMULATED_PODS_LIMIT, len(old), upper)
+        )
+    msg = end_state_message(request, quotas, nodes, old_gpus, upper)
+    return FitResult(False, msg, request, quotas, nodes, without, plan, upper, eligible_free)
+
+
 def _max_replicas(
     request: FitRequest,
     simulate: Simulate,
@@ -250,14 +310,10 @@ def _max_replicas(
     do too (percent fenceposts can break this in rare corner cases; the
     requested count itself is always classified exactly).
     """
-    g = request.gpus_per_replica
-    old_gpus = sum(p.gpus for p in old)
-    bounds = [q.headroom + old_gpus for q in quotas if q.applies]
-    upper = min([max(b, 0) // g for b in bounds] or [10**9])
-    node_room = [max(n.free, 0) + n.deployment_gpus for n in nodes if n.eligible]
-    upper = min(upper, replica_slots(node_room, g) if node_room else 0)
+    upper = _end_state_bound(request, quotas, nodes, old)
     if starts_empty:
         return upper
+    upper = min(upper, SIMULATED_PODS_LIMIT)  # rollouts are played up to that size only
 
     def ok(replicas: int) -> bool:
         return simulate(replicas, request.strategy).completed

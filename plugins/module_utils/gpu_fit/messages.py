@@ -122,3 +122,23 @@ def failure_message(
     if capacity:
         remedies.append(" and ".join(capacity))
     return "{0}: {1}".format("; ".join(problems), " or ".join(remedies))
+
+
+def end_state_message(
+    request: FitRequest, quotas: Sequence[QuotaReport], nodes: Sequence[NodeReport], old_gpus: int, upper: int
+) -> str:
+    """Why ``request.replicas`` cannot fit even once the Deployment's current pods are gone."""
+    res = request.resource
+    g = request.gpus_per_replica
+    total = request.replicas * g
+    problems: List[str] = []
+    for quota in quotas:
+        if quota.applies and quota.headroom + old_gpus < total:
+            problems.append("quota {0} has {1} {2} for it (free {3} and the current pods' {4})".format(
+                quota.name, quota.headroom + old_gpus, res, quota.headroom, old_gpus))
+    slots = sum((max(n.free, 0) + n.deployment_gpus) // g for n in nodes if n.eligible)
+    if slots < request.replicas:
+        problems.append("the eligible nodes have room for {0}".format(plural(slots, "replica")))
+    return "{0} × {1} {2} need {3} {2} once the rollout is done, and {4}: lower replicas to {5}".format(
+        plural(request.replicas, "replica"), g, res, total, " and ".join(problems) or "it does not fit",
+        upper if upper > 0 else "0 (no replica fits)")

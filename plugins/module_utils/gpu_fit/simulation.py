@@ -27,6 +27,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_object
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.strategy import (
     DEFAULT_MAX_SURGE,
     DEFAULT_MAX_UNAVAILABLE,
+    MAX_REPLICAS,
     RECREATE,
     ROLLING_UPDATE,
     IntOrPercent,
@@ -87,6 +88,8 @@ class RolloutStrategy:
 
 OLD = "old"
 NEW = "new"
+#: The most pods (desired or current) :func:`simulate_rollout` plays one by one.
+SIMULATED_PODS_LIMIT = MAX_REPLICAS
 
 
 def pod_is_ready(pod: KubeObject) -> bool:
@@ -206,7 +209,7 @@ class RolloutPlan:
         return self.stuck_wave if (not self.completed and self.new_pending) else None
 
 
-@dataclass
+@dataclass(eq=False)
 class _SimPod:
     rs: str
     gpus: int
@@ -221,7 +224,16 @@ _ANY_NODE = ""  # where pods go when node capacity is not limited
 
 
 class _Rollout:
-    """The Deployment, ReplicaSet and scheduler controllers, one sync at a time (see :func:`simulate_rollout`)."""
+    """The Deployment, ReplicaSet and scheduler controllers, one sync at a time (see :func:`simulate_rollout`).
+
+    The pods are kept in indexes (pending pods in creation order, Ready pods
+    per node, counters per ReplicaSet and per node) updated as pods come and
+    go, and the scheduler's and the ReplicaSet controller's choices of a node
+    come from heaps that are updated lazily (an entry that no longer matches
+    the node's counters is skipped). A wave costs what it changes, times a
+    logarithm: a rollout that replaces one pod per wave on a thousand nodes
+    stays fast.
+    """
 
     def __init__(
         self,
@@ -245,17 +257,42 @@ class _Rollout:
         if free is not None:
             self.room.update(old_free if old_free is not None else free)
             self.room.update(free)
-        self.eligible = {NEW: set(free or ()), OLD: set(old_free if old_free is not None else (free or ()))}
+        self.eligible = {NEW: sorted(free or ()), OLD: sorted(old_free if old_free is not None else (free or ()))}
         self.quota = headroom
-        self.pods: List[_SimPod] = []
-        for order, pod in enumerate(sorted(old_pods, key=lambda p: (p.created, p.name))):
+        # indexes of the pods, per ReplicaSet
+        self.total = {OLD: 0, NEW: 0}
+        self.ready_count = {OLD: 0, NEW: 0}
+        self.bound_count = {OLD: 0, NEW: 0}
+        self.pending: Dict[str, List[_SimPod]] = {OLD: [], NEW: []}  # creation order
+        self.unready: Dict[str, List[_SimPod]] = {OLD: [], NEW: []}  # bound, never Ready
+        self.ready_at: Dict[str, Dict[str, List[_SimPod]]] = {OLD: {}, NEW: {}}  # per node, creation order
+        self.fresh: List[_SimPod] = []  # bound since the last readiness step
+        self.on_node: Dict[str, int] = {}  # bound pods per node, both ReplicaSets
+        self.on_node_rs: Dict[str, Dict[str, int]] = {OLD: {}, NEW: {}}
+        # lazy heaps: (same-ReplicaSet pods, all pods, node) where a pod may be bound, per ReplicaSet and pod size,
+        # and (-pods on the node, -order of its newest Ready pod, node, 0) for the deletion ranking
+        self.place_heap: Dict[str, List[Tuple[int, int, str]]] = {OLD: [], NEW: []}
+        self.place_size: Dict[str, Optional[int]] = {OLD: None, NEW: None}
+        self.eligible_set = {rs: set(names) for rs, names in self.eligible.items()}
+        self.delete_heap: Dict[str, List[Tuple[int, int, str, int]]] = {OLD: [], NEW: []}
+        self.order = 0
+        for pod in sorted(old_pods, key=lambda p: (p.created, p.name)):
             node = pod.node
             if node is not None and not self.limited:
                 node = _ANY_NODE
             ready = pod.ready and node is not None
-            self.pods.append(_SimPod(OLD, pod.gpus, node, ready, order, never_ready=node is not None and not ready))
-        self.order = len(self.pods)
-        self.old_spec = len(self.pods) if current is None else current.replicas
+            sim = _SimPod(OLD, pod.gpus, node, ready, self.order, never_ready=node is not None and not ready)
+            self.order += 1
+            self.total[OLD] += 1
+            if node is None:
+                self.pending[OLD].append(sim)
+                continue
+            self._bind(sim, node)
+            if ready:
+                self._mark_ready(sim)
+            else:
+                self.unready[OLD].append(sim)
+        self.old_spec = self.total[OLD] if current is None else current.replicas
         if current is not None:
             self.old_gpus = current.gpus_per_pod
         else:
@@ -265,7 +302,67 @@ class _Rollout:
         self.first = True
         self.usage = 0
         self.peak_usage = 0
-        self.peak_pods = len(self.pods)
+        self.peak_pods = self.total[OLD]
+
+    # -- the indexes
+
+    def _touch(self, node: str) -> None:
+        """Push the node's current entries into the heaps (older entries for it become stale)."""
+        count = self.on_node.get(node, 0)
+        for rs in (OLD, NEW):
+            size = self.place_size[rs]
+            if size is not None and node in self.eligible_set[rs] and self.room.get(node, 0) >= size:
+                heapq.heappush(self.place_heap[rs], (self.on_node_rs[rs].get(node, 0), count, node))
+            ready = self.ready_at[rs].get(node)
+            if ready:
+                heapq.heappush(self.delete_heap[rs], (-count, -ready[-1].order, node, 0))
+
+    def _bind(self, pod: _SimPod, node: str) -> None:
+        pod.node = node
+        self.bound_count[pod.rs] += 1
+        self.on_node[node] = self.on_node.get(node, 0) + 1
+        per_rs = self.on_node_rs[pod.rs]
+        per_rs[node] = per_rs.get(node, 0) + 1
+        self._touch(node)
+
+    def _mark_ready(self, pod: _SimPod) -> None:
+        pod.ready = True
+        self.ready_count[pod.rs] += 1
+        pods = self.ready_at[pod.rs].setdefault(str(pod.node), [])
+        pods.append(pod)
+        if len(pods) > 1 and pods[-2].order > pod.order:
+            pods.sort(key=_by_order)  # a pod that waited Pending became Ready after a younger one
+        self._touch(str(pod.node))
+
+    def _forget(self, pod: _SimPod) -> None:
+        """Take a deleted pod out of the indexes."""
+        rs = pod.rs
+        self.total[rs] -= 1
+        if pod.node is None:
+            _remove(self.pending[rs], pod)
+            return
+        self.bound_count[rs] -= 1
+        self.on_node[pod.node] -= 1
+        self.on_node_rs[rs][pod.node] -= 1
+        if pod.ready:
+            self.ready_count[rs] -= 1
+            _remove(self.ready_at[rs][pod.node], pod)
+        else:
+            self.unready[rs].remove(pod)
+        self._touch(pod.node)
+
+    def pods(self) -> int:
+        return self.total[OLD] + self.total[NEW]
+
+    def pending_pods(self) -> int:
+        return len(self.pending[OLD]) + len(self.pending[NEW])
+
+    def make_ready(self) -> int:
+        """Pods bound in the previous wave pass their readiness probe; how many did."""
+        fresh, self.fresh = self.fresh, []
+        for pod in fresh:
+            self._mark_ready(pod)
+        return len(fresh)
 
     # -- the Deployment controller (pkg/controller/deployment)
 
@@ -279,7 +376,9 @@ class _Rollout:
 
     def count(self, rs: str, ready: Optional[bool] = None) -> int:
         """Pods of the old or new ReplicaSet (only the Ready ones, or only the others)."""
-        return sum(1 for p in self.pods if p.rs == rs and (ready is None or p.ready == ready))
+        if ready is None:
+            return self.total[rs]
+        return self.ready_count[rs] if ready else self.total[rs] - self.ready_count[rs]
 
     def sync_deployment(self) -> None:
         """One ``syncDeployment``: the scaling event, or Recreate's or RollingUpdate's sizing of the ReplicaSets."""
@@ -323,47 +422,87 @@ class _Rollout:
 
     # -- the ReplicaSet controller, quota admission and the scheduler
 
-    def _density(self) -> Dict[Optional[str], int]:
-        density: Dict[Optional[str], int] = {}
-        for pod in self.pods:
-            density[pod.node] = density.get(pod.node, 0) + 1
-        return density
+    def _surplus(self, rs: str, surplus: int) -> List[_SimPod]:
+        """The ``surplus`` pods ``getPodsToDelete`` ranks first.
+
+        Unscheduled before scheduled, not Ready before Ready, more of the
+        Deployment's pods on the node first (counted before any is deleted),
+        newer first.
+        """
+        gone: List[_SimPod] = list(reversed(self.pending[rs][-surplus:]))
+        if len(gone) < surplus:
+            unready = sorted(self.unready[rs], key=lambda p: (-self.on_node.get(str(p.node), 0), -p.order))
+            gone.extend(unready[:surplus - len(gone)])
+        if len(gone) < surplus:
+            gone.extend(self._newest_ready(rs, surplus - len(gone)))
+        return gone
+
+    def _delete_entry_valid(self, rs: str, entry: Tuple[int, int, str, int]) -> bool:
+        ready = self.ready_at[rs].get(entry[2])
+        return bool(ready) and entry[0] == -self.on_node.get(entry[2], 0) and entry[1] == -ready[-1].order
+
+    def _newest_ready(self, rs: str, wanted: int) -> List[_SimPod]:
+        """The ``wanted`` Ready pods ranked first: most pods on their node, then newest.
+
+        The node counts are those before any of them is deleted. Entries for
+        the nodes picked here are left popped: deleting the pods pushes new ones.
+        """
+        heap = self.delete_heap[rs]
+        picked: List[Tuple[int, int, str, int]] = []  # the next pod of a node already picked from
+        gone: List[_SimPod] = []
+        seen = set()  # nodes picked from: their later pods come from ``picked``, duplicates in the heap are skipped
+        while len(gone) < wanted:
+            while heap and (heap[0][2] in seen or not self._delete_entry_valid(rs, heap[0])):
+                heapq.heappop(heap)
+            if heap and (not picked or heap[0][:2] < picked[0][:2]):
+                density, _order, node, _index = heapq.heappop(heap)
+                index = len(self.ready_at[rs][node]) - 1
+            elif picked:
+                density, _order, node, index = heapq.heappop(picked)
+            else:
+                break
+            seen.add(node)
+            pods = self.ready_at[rs][node]
+            gone.append(pods[index])
+            if index > 0:
+                heapq.heappush(picked, (density, -pods[index - 1].order, node, index - 1))
+        return gone
 
     def sync_replicasets(self, wave: Wave) -> None:
         """Delete surplus pods (ranked like ``getPodsToDelete``), then create missing ones through the quota."""
         for rs, spec in ((OLD, self.old_spec), (NEW, self.new_spec)):
-            mine = [p for p in self.pods if p.rs == rs]
-            surplus = len(mine) - spec
+            surplus = self.total[rs] - spec
             if surplus <= 0:
                 continue
-            density = self._density()
-            # unscheduled < scheduled, not ready < ready, more of the Deployment's pods on the node first, newer first
-            mine.sort(key=lambda p: (p.node is not None, p.ready, -density[p.node], -p.order))
-            gone = mine[:surplus]
-            gone_ids = set(id(p) for p in gone)
-            self.pods = [p for p in self.pods if id(p) not in gone_ids]
-            for pod in gone:
+            for pod in self._surplus(rs, surplus):
+                node = pod.node
+                self._forget(pod)
                 wave.removed += 1
                 wave.freed_gpus += pod.gpus
                 self.usage -= pod.gpus
                 if self.quota is not None:
                     self.quota += pod.gpus
-                if pod.node is not None and pod.node in self.room:
-                    self.room[pod.node] += pod.gpus
+                if node is not None and node in self.room:
+                    self.room[node] += pod.gpus
+                    self._touch(node)
         for rs, spec, gpus in ((OLD, self.old_spec, self.old_gpus), (NEW, self.new_spec, self.gpus)):
-            for _missing in range(spec - self.count(rs)):
-                if self.quota is not None and gpus > self.quota:
-                    wave.refused += 1  # "exceeded quota": retried at the next sync
-                    continue
-                if self.quota is not None:
-                    self.quota -= gpus
-                self.usage += gpus
-                self.peak_usage = max(self.peak_usage, self.usage)
-                self.pods.append(_SimPod(rs, gpus, None, False, self.order, wave.index))
+            missing = spec - self.total[rs]
+            if missing <= 0:
+                continue
+            # "exceeded quota": what the quota refuses is retried at the next sync
+            admitted = missing if self.quota is None else min(missing, _fits_in(self.quota, gpus))
+            wave.refused += missing - admitted
+            if self.quota is not None:
+                self.quota -= admitted * gpus
+            for _new in range(admitted):
+                self.pending[rs].append(_SimPod(rs, gpus, None, False, self.order, wave.index))
                 self.order += 1
-                wave.created += 1
-                wave.new_gpus += gpus
-        self.peak_pods = max(self.peak_pods, len(self.pods))
+            self.total[rs] += admitted
+            self.usage += admitted * gpus
+            self.peak_usage = max(self.peak_usage, self.usage)
+            wave.created += admitted
+            wave.new_gpus += admitted * gpus
+        self.peak_pods = max(self.peak_pods, self.pods())
 
     def schedule(self, wave: Wave) -> None:
         """Bind pending pods, oldest first; a node is chosen the way the default scheduler spreads them.
@@ -372,41 +511,47 @@ class _Rollout:
         spreading does: the node with the fewest pods of the same ReplicaSet,
         then of the Deployment, wins (ties by name).
         """
-        pending = [p for p in self.pods if p.node is None]
-        if not pending:
-            return
-        if not self.limited:
-            for pod in pending:
-                pod.node = _ANY_NODE
-                wave.placed += 1
-            return
         for rs in (OLD, NEW):
-            group = sorted((p for p in pending if p.rs == rs), key=lambda p: p.order)
+            group = self.pending[rs]
             if not group:
                 continue
-            size = group[0].gpus
-            same: Dict[str, int] = {}
-            everyone: Dict[str, int] = {}
-            for pod in self.pods:
-                if pod.node is not None:
-                    everyone[pod.node] = everyone.get(pod.node, 0) + 1
-                    if pod.rs == rs:
-                        same[pod.node] = same.get(pod.node, 0) + 1
-            heap = [
-                (same.get(name, 0), everyone.get(name, 0), name)
-                for name in self.eligible[rs]
-                if self.room.get(name, 0) >= size
-            ]
-            heapq.heapify(heap)
-            for pod in group:
-                if not heap:
-                    break
-                count_same, count_all, name = heapq.heappop(heap)
-                pod.node = name
-                self.room[name] -= size
-                wave.placed += 1
-                if self.room[name] >= size:
-                    heapq.heappush(heap, (count_same + 1, count_all + 1, name))
+            placed = 0
+            if not self.limited:
+                for pod in group:
+                    self._bind(pod, _ANY_NODE)
+                    self.fresh.append(pod)
+                placed = len(group)
+            else:
+                size = group[0].gpus
+                heap = self.place_heap[rs]
+                if size != self.place_size[rs]:
+                    self.place_size[rs] = size
+                    heap[:] = [
+                        (self.on_node_rs[rs].get(name, 0), self.on_node.get(name, 0), name)
+                        for name in self.eligible[rs]
+                        if self.room.get(name, 0) >= size
+                    ]
+                    heapq.heapify(heap)
+                for pod in group:
+                    while heap and not self._place_entry_valid(rs, heap[0], size):
+                        heapq.heappop(heap)
+                    if not heap:
+                        break
+                    name = heapq.heappop(heap)[2]
+                    self.room[name] -= size
+                    self._bind(pod, name)
+                    self.fresh.append(pod)
+                    placed += 1
+            wave.placed += placed
+            self.pending[rs] = group[placed:]
+
+    def _place_entry_valid(self, rs: str, entry: Tuple[int, int, str], size: int) -> bool:
+        same, count, name = entry
+        return (
+            self.room.get(name, 0) >= size
+            and same == self.on_node_rs[rs].get(name, 0)
+            and count == self.on_node.get(name, 0)
+        )
 
     def done(self) -> bool:
         """The new ReplicaSet has all its pods bound and no old pod is left."""
@@ -414,18 +559,28 @@ class _Rollout:
             self.new_exists
             and self.new_spec == self.replicas
             and self.old_spec == 0
-            and not self.count(OLD)
-            and sum(1 for p in self.pods if p.rs == NEW and p.node is not None) == self.replicas
+            and not self.total[OLD]
+            and self.bound_count[NEW] == self.replicas
         )
 
-    def state(self) -> Tuple[Any, ...]:
-        """Everything a later wave depends on: equal states before and after a wave mean it is stuck."""
-        return (
-            self.old_spec,
-            self.new_spec,
-            self.new_exists,
-            tuple(sorted((p.rs, p.order, p.node or "", p.ready) for p in self.pods)),
-        )
+
+def _remove(pods: List[_SimPod], pod: _SimPod) -> None:
+    """Remove ``pod`` (by identity); deletions take the newest, usually the last."""
+    if pods and pods[-1] is pod:
+        pods.pop()
+    else:
+        pods.remove(pod)
+
+
+def _by_order(pod: _SimPod) -> int:
+    return pod.order
+
+
+def _fits_in(room: int, size: int) -> int:
+    """How many pods of ``size`` a quota with ``room`` left admits one by one."""
+    if size <= 0:
+        return 0 if room < 0 else 10**18
+    return max(room, 0) // size
 
 
 def simulate_rollout(
@@ -467,26 +622,25 @@ def simulate_rollout(
     refused = 0
     limit = 8 * (replicas + len(old_pods) + sim.old_spec) + 16
     while not completed and len(waves) < limit:
-        before = sim.state()
+        before = (sim.old_spec, sim.new_spec, sim.new_exists)
         sizes = (sim.old_spec, sim.new_spec)
         wave = Wave(index=len(waves) + 1, old_replicas=0, new_replicas=0)
         sim.sync_deployment()
-        for pod in sim.pods:
-            if pod.node is not None and not pod.never_ready:
-                pod.ready = True
+        became_ready = sim.make_ready()
         sim.sync_replicasets(wave)
         sim.schedule(wave)
         wave.old_replicas, wave.new_replicas = sim.old_spec, sim.new_spec
         wave.net_gpus = sim.usage
-        wave.pods = len(sim.pods)
-        wave.pending = sum(1 for p in sim.pods if p.node is None)
+        wave.pods = sim.pods()
+        wave.pending = sim.pending_pods()
         completed = sim.done()
         refused = wave.refused
-        if sim.state() == before:
+        moved = wave.removed or wave.created or wave.placed
+        if not moved and not became_ready and (sim.old_spec, sim.new_spec, sim.new_exists) == before:
             break  # stuck: a wave that changes nothing changes nothing at the next one either
-        if (wave.old_replicas, wave.new_replicas) != sizes or wave.removed or wave.created or wave.placed:
+        if (wave.old_replicas, wave.new_replicas) != sizes or moved:
             waves.append(wave)  # waves in which pods only became Ready are not listed
-    new_pending = [p for p in sim.pods if p.rs == NEW and p.node is None]
+    new_pending = sim.pending[NEW]
     stuck: Optional[Wave] = None
     if not completed and waves:
         first = min((p.wave for p in new_pending), default=0)
@@ -506,4 +660,59 @@ def simulate_rollout(
         new_pending=len(new_pending),
         refused=0 if completed else refused,
         stuck_wave=stuck,
+    )
+
+
+def first_rollout(
+    replicas: int,
+    gpus_per_replica: int,
+    strategy: RolloutStrategy,
+    free: Optional[Mapping[str, int]],
+    headroom: Optional[int] = None,
+) -> RolloutPlan:
+    """The rollout of a Deployment that has no pod yet, computed rather than played: the same plan, at any size.
+
+    Its first sync sizes the new ReplicaSet at ``replicas`` (no old pod to
+    keep available, so neither strategy holds anything back); the quota
+    admits ``headroom // g`` pods of ``g`` one by one; the scheduler binds
+    ``sum(free_i // g)`` of them, one node per pod. Nothing is freed later,
+    so a second sync would change nothing: it completes in that one wave or
+    never.
+    """
+    if replicas < 0:
+        raise GpuFitError("replicas must not be negative, got {0}".format(replicas))
+    if gpus_per_replica < 0:
+        raise GpuFitError("gpus_per_replica must not be negative, got {0}".format(gpus_per_replica))
+    surge, unavailable = strategy.resolve(replicas)
+    g = gpus_per_replica
+    created = replicas if headroom is None else min(replicas, _fits_in(headroom, g))
+    if free is None:
+        placed = created
+    elif g == 0:
+        placed = created if free else 0
+    else:
+        placed = min(created, sum(max(room, 0) // g for room in free.values()))
+    completed = placed == replicas
+    waves: List[Wave] = []
+    if replicas:
+        waves.append(Wave(
+            index=1, old_replicas=0, new_replicas=replicas, created=created, refused=replicas - created,
+            placed=placed, pending=created - placed, new_gpus=created * g, net_gpus=created * g, pods=created,
+        ))
+    return RolloutPlan(
+        strategy=strategy,
+        replicas=replicas,
+        max_surge=surge,
+        max_unavailable=min(unavailable, replicas),
+        old_pods=0,
+        old_gpus=0,
+        waves=waves,
+        completed=completed,
+        # Recreate sizes the ReplicaSet and counts its pods; RollingUpdate also counts the ReplicaSet's size
+        peak_pods=created if strategy.type == RECREATE else max(replicas, created),
+        peak_net_gpus=created * g,
+        new_created=created,
+        new_pending=created - placed,
+        refused=0 if completed else replicas - created,
+        stuck_wave=None if completed or not waves else waves[0],
     )

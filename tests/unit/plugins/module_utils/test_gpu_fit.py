@@ -19,6 +19,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit im
     check_fit,
     deployment_pods,
     evaluate_quotas,
+    first_rollout,
     label_selector_string,
     node_ineligibility,
     parse_count,
@@ -925,3 +926,85 @@ def test_label_selector_string() -> None:
     assert label_selector_string(selector) == "app=srv,tier=gpu,env in (prod,stage),!canary,team,zone notin (b)"
     with pytest.raises(GpuFitError):
         label_selector_string({"matchExpressions": [{"key": "a", "operator": "Gt"}]})
+
+
+# --------------------------------------------------------------------------- bounded work at any size
+
+
+def test_a_million_replicas_of_a_new_deployment_do_not_fit_and_say_what_does() -> None:
+    # 4 nodes × 4 GPUs: 16 fit. The single wave is computed, not played pod by pod.
+    result = check_fit(request(1_000_000), big_nodes(), [], [quota("q", 1_000_000, 0)])
+    assert not result.fits
+    assert result.max_replicas == 16
+    assert result.plan.new_created == 1_000_000 and result.plan.new_pending == 1_000_000 - 16
+    assert result.msg.startswith("999984 of 1000000 new pods (1 nvidia.com/gpu each) fit on no eligible node")
+    assert "lower replicas to 16" in result.msg
+    quota_result = check_fit(request(1_000_000), big_nodes(), [], [quota("q", 40, 0)])
+    assert not quota_result.fits and quota_result.quotas[0].needed == 1_000_000
+    assert "needs 1000000 nvidia.com/gpu, quota q has 40 free" in quota_result.msg
+
+
+def test_a_million_replicas_fit_where_there_is_room_for_them() -> None:
+    nodes = [node("huge-{0}".format(i), gpus=250_000, taints=[GPU_TAINT]) for i in range(4)]
+    result = check_fit(request(1_000_000), nodes, [], [quota("q", 1_000_000, 0)])
+    assert result.fits, result.msg
+    assert result.max_replicas == 1_000_000
+    assert [(w.created, w.placed, w.pending) for w in result.plan.waves] == [(1_000_000, 1_000_000, 0)]
+    assert not check_fit(request(1_000_001), nodes, [], []).fits
+
+
+def test_a_million_replicas_of_an_existing_deployment_are_refused_by_the_end_state() -> None:
+    old = old_deployment_pods(2, "gpu-0")
+    result = check_fit(request(1_000_000), big_nodes(), old, [quota("q", 10, 2)], old)
+    assert not result.fits
+    assert result.max_replicas == 10  # the quota: 8 free and the 2 the current pods hold
+    assert result.msg == (
+        "1000000 replicas × 1 nvidia.com/gpu need 1000000 nvidia.com/gpu once the rollout is done, and quota q has "
+        "10 nvidia.com/gpu for it (free 8 and the current pods' 2) and the eligible nodes have room for 16 "
+        "replicas: lower replicas to 10"
+    )
+    assert result.to_dict()["rollout"]["waves"] == []
+
+
+def test_an_existing_deployment_above_the_played_size_whose_end_state_fits_is_refused_with_the_limit() -> None:
+    nodes = [node("huge-{0}".format(i), gpus=10_000, taints=[GPU_TAINT]) for i in range(2)]
+    old = old_deployment_pods(1, "huge-0")
+    with pytest.raises(GpuFitError, match=r"replicas 6000: .* pod by pod up to 5000 pods.*lower replicas to at most 5000"):
+        check_fit(request(6000), nodes, old, [], old)
+
+
+def test_no_gpu_at_any_size_fits_without_playing_the_rollout() -> None:
+    old = old_deployment_pods(1, "gpu-0", gpus=0)
+    result = check_fit(request(1_000_000, gpus=0), big_nodes(), old, [], old)
+    assert result.fits and result.max_replicas is None
+    assert result.msg == "1000000 replicas request no nvidia.com/gpu: nothing to check, it fits"
+
+
+@pytest.mark.parametrize("replicas", [0, 1, 3, 7, 40])
+@pytest.mark.parametrize("room", [None, 0, 3, 5, 100])
+@pytest.mark.parametrize("strategy", [RolloutStrategy(), RolloutStrategy(type="Recreate"),
+                                      RolloutStrategy(max_surge=0, max_unavailable=1)])
+@pytest.mark.parametrize("free", [None, {}, {"a": 4, "b": 1, "c": 0}, {"a": 100}])
+def test_a_new_deployment_computed_is_the_new_deployment_played(replicas, room, strategy, free) -> None:
+    for gpus in (0, 1, 2):
+        computed = first_rollout(replicas, gpus, strategy, free, room)
+        played = simulate_rollout(replicas, gpus, strategy, [], free, room)
+        assert computed.completed == played.completed
+        assert [w.to_dict() for w in computed.waves] == [w.to_dict() for w in played.waves]
+        for key in ("max_surge", "max_unavailable", "peak_pods", "peak_net_gpus", "new_created", "new_pending",
+                    "refused", "surge_pods"):
+            assert getattr(computed, key) == getattr(played, key), key
+        assert (computed.node_failure and computed.node_failure.index) == (played.node_failure and played.node_failure.index)
+
+
+def test_a_thousand_replicas_replaced_one_at_a_time() -> None:
+    # maxSurge 0 / maxUnavailable 1: 2,000 waves; each costs what it changes, not a pass over every pod.
+    nodes = [node("gpu-{0:02d}".format(i), gpus=20, taints=[GPU_TAINT]) for i in range(50)]
+    old = [pod("srv-old-{0}".format(i), "gpu-{0:02d}".format(i % 50), owner="srv-1") for i in range(1000)]
+    strategy = RolloutStrategy(max_surge=0, max_unavailable=1)
+    result = check_fit(request(1000, strategy=strategy), nodes, old, [quota("q", 1000, 1000)], old)
+    assert result.fits, result.msg
+    assert len(result.plan.waves) == 2000 and result.plan.peak_pods == 1000 and result.plan.needed == 0
+    surge = RolloutStrategy(max_surge=1, max_unavailable=0)
+    stuck = check_fit(request(1000, strategy=surge), nodes, old, [quota("q", 1000, 1000)], old)
+    assert not stuck.fits and "needs 1 nvidia.com/gpu at the rollout's peak (1 surge pod)" in stuck.msg
