@@ -27,6 +27,13 @@ from collections.abc import Mapping
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_objects import DEFAULT_GPU_RESOURCE
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.strategy import (
+    MAX_REPLICAS,
+    RECREATE,
+    ROLLING_UPDATE,
+    StrategyError,
+    min_available_during_update,
+)
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.quantity import QuantityError, parse_quantity  # noqa: F401 (re-exported)
 
 try:
@@ -61,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "env_from_secrets": [],
     "model": {"source": "image"},
 }
+
+# strategy.downtime: what validation does with an update that leaves no replica available.
+DOWNTIME_CHOICES = ("warn", "refuse", "accept")
 
 # Entry keys an environment's overrides may not set.
 _NOT_OVERRIDABLE = ("runtime", "environments")
@@ -377,6 +387,8 @@ def _entry_properties(environments: Sequence[str]) -> dict[str, Any]:
             "type": {"enum": ["RollingUpdate", "Recreate"], "default": "RollingUpdate"},
             "max_surge": _INT_OR_PERCENT,
             "max_unavailable": _INT_OR_PERCENT,
+            # what an update that leaves no replica available gets: a warning, a refusal, or nothing (deliberate)
+            "downtime": {"enum": list(DOWNTIME_CHOICES), "default": "warn"},
         }),
         "env": {
             "type": "object",
@@ -685,13 +697,108 @@ def _pdb_rules(entry: Mapping[str, Any]) -> list[Problem]:
 
 def _strategy_rules(entry: Mapping[str, Any]) -> list[Problem]:
     strategy = _dict_at(entry, "strategy")
-    if strategy.get("type") == "Recreate":
+    if strategy.get("type") == RECREATE:
         return [(("strategy", key), "%s does not apply to strategy type Recreate; remove it" % _show(strategy[key]))
                 for key in ("max_surge", "max_unavailable") if key in strategy]
     if strategy.get("max_surge") in (0, "0%") and strategy.get("max_unavailable") in (0, "0%"):
         return [(("strategy",), "max_surge %s and max_unavailable %s cannot both be 0: the rollout could never proceed"
                  % (_show(strategy["max_surge"]), _show(strategy["max_unavailable"])))]
     return []
+
+
+def _replica_limits(entry: Mapping[str, Any]) -> list[Problem]:
+    # The GPU preflight plays a rollout pod by pod; far beyond any model fleet, a count is a typo.
+    autoscaling = _dict_at(entry, "autoscaling")
+    found = [(("replicas",), entry.get("replicas"))]
+    found += [(("autoscaling", key), autoscaling.get(key)) for key in ("min_replicas", "max_replicas")]
+    return [(path, "%d is more than %d, the most replicas a model may have: lower it (a typo? several models "
+                   "sharing the load are several catalog entries)" % (value, MAX_REPLICAS))
+            for path, value in found if _is_int(value) and value > MAX_REPLICAS]
+
+
+def update_availability(entry: Mapping[str, Any]) -> Optional[Tuple[int, int, str]]:
+    """``(fewest available, replicas, strategy text)`` while an update of ``entry`` rolls; None when not computable.
+
+    The replica count is the fewest the Deployment runs with: ``autoscaling.min_replicas`` when autoscaling is
+    enabled, else ``replicas``. Unset maxSurge/maxUnavailable are the API's 25%.
+    """
+    strategy = _dict_at(entry, "strategy")
+    autoscaling = _dict_at(entry, "autoscaling")
+    if autoscaling.get("enabled") is True:
+        replicas, source = autoscaling.get("min_replicas", 1), "autoscaling.min_replicas"
+    else:
+        replicas, source = entry.get("replicas", DEFAULTS["replicas"]), "replicas"
+    kind = strategy.get("type", ROLLING_UPDATE)
+    if not _is_int(replicas) or replicas == 0:
+        return None
+    try:
+        if kind == RECREATE:
+            fewest = min_available_during_update(replicas, RECREATE)
+            return fewest, replicas, "%s %d, strategy Recreate" % (source, replicas)
+        surge, unavailable = strategy.get("max_surge", "25%"), strategy.get("max_unavailable", "25%")
+        fewest = min_available_during_update(replicas, kind, surge, unavailable)
+    except StrategyError:
+        return None  # reported by the schema or the strategy rules
+    return fewest, replicas, "%s %d, max_surge %s, max_unavailable %s" % (
+        source, replicas, _show(surge), _show(unavailable))
+
+
+def _downtime_advice(entry: Mapping[str, Any], replicas: int) -> str:
+    if _dict_at(entry, "strategy").get("type") == RECREATE:
+        return "use strategy type RollingUpdate with max_surge 1 and max_unavailable 0"
+    if replicas == 1:
+        return "set max_surge 1 and max_unavailable 0 (a surge pod: the old pod serves until its successor is Ready)"
+    return "lower max_unavailable below %d or set max_surge 1 and max_unavailable 0" % replicas
+
+
+def _availability_rules(entry: Mapping[str, Any]) -> list[Problem]:
+    strategy = _dict_at(entry, "strategy")
+    if strategy.get("downtime") != "refuse":
+        return []
+    found = update_availability(entry)
+    if found is None or found[0] > 0:
+        return []
+    return [(("strategy", "downtime"), "is refuse, and an update leaves no replica available (%s): %s" % (
+        found[2], _downtime_advice(entry, found[1])))]
+
+
+def availability_warnings(catalog: Any, environments: Sequence[str] = ENVIRONMENTS, model: Optional[str] = None,
+                          environment: Optional[str] = None) -> list[str]:
+    """One warning per entry (and environment) whose update leaves no replica available, unless
+    ``strategy.downtime`` says to accept it (or to refuse it: then validation refuses it).
+
+    With ``model``, only that model in ``environment`` (or as written); otherwise every entry, as written and with
+    each environment's overrides. Entries that do not validate are skipped (validation reports them).
+    """
+    if not isinstance(catalog, Mapping):
+        return []
+    warnings: list[str] = []
+    names = [model] if model is not None else sorted(catalog, key=str)
+    for name in names:
+        entry = catalog.get(name)
+        if not isinstance(entry, Mapping):
+            continue
+        overrides = entry.get("environments") if isinstance(entry.get("environments"), Mapping) else {}
+        if model is not None:
+            cases = [environment]
+        else:
+            cases = [None] + [env for env in sorted(overrides, key=str) if env in environments]
+        seen: set[Tuple[int, int, str]] = set()  # an environment that changes nothing here is not repeated
+        for case in cases:
+            merged = merge_environment(entry, case)
+            found = update_availability(merged)
+            if found is None or found[0] > 0 or _dict_at(merged, "strategy").get("downtime", "warn") != "warn":
+                continue
+            if found in seen:
+                continue
+            seen.add(found)
+            where = "models.%s" % name + (" (with environments.%s)" % case if case and case in overrides else "")
+            message = ("%s: an update leaves no replica available (%s): every update stops serving until the new "
+                       "pod is Ready; %s, or set strategy.downtime: accept if that is deliberate (refuse makes it an "
+                       "error)" % (where, found[2], _downtime_advice(merged, found[1])))
+            if message not in warnings:
+                warnings.append(message)
+    return warnings
 
 
 def _gpu_rules(entry: Mapping[str, Any]) -> list[Problem]:
@@ -755,6 +862,8 @@ _SEMANTIC_CHECKS: tuple[Callable[[Mapping[str, Any]], List[Problem]], ...] = (
     _autoscaling_bounds,
     _pdb_rules,
     _strategy_rules,
+    _availability_rules,
+    _replica_limits,
     _gpu_rules,
     _image_rules,
     _model_storage_rules,

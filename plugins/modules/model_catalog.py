@@ -23,6 +23,12 @@ description:
     (dicts merge key by key, lists and scalars replace, V(null) removes a key), C(environments) removed,
     defaults filled in and C(name) added. A model that is not in the catalog fails with the list of known models.
   - The schema, every field and the merge rules are described in C(docs/model_catalog.md) of the collection.
+  - Warns (in C(warnings)) about each entry whose update leaves no replica available, computed from its
+    C(strategy) and its replica count (C(autoscaling.min_replicas) when autoscaling is enabled) with Kubernetes'
+    rounding (C(max_surge) rounds up, C(max_unavailable) down, C(Recreate) stops every pod first). With O(model),
+    only that model in O(environment) is checked. C(strategy.downtime=refuse) in an entry makes it an error,
+    C(strategy.downtime=accept) silences it for an entry that means it.
+  - Refuses C(replicas), C(autoscaling.min_replicas) and C(autoscaling.max_replicas) above 5000.
   - Reads nothing but its arguments and changes nothing.
 author:
   - creativeflow.ai platform team (@creativeflow-ai)
@@ -134,6 +140,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog im
     JSONSCHEMA_IMPORT_ERROR,
     CatalogError,
     UnknownModelError,
+    availability_warnings,
     check_catalog,
     model_names,
     resolve_model,
@@ -155,6 +162,8 @@ def run(module: AnsibleModule) -> dict:
     result: dict = dict(changed=False, models=model_names(catalog))
     if module.params["model"] is not None:
         result["model"] = resolve_model(catalog, module.params["model"], module.params["environment"])
+    for warning in availability_warnings(catalog, model=module.params["model"], environment=module.params["environment"]):
+        module.warn(warning)
     return result
 
 

@@ -26,6 +26,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog im
     QuantityError,
     UnknownEnvironmentError,
     UnknownModelError,
+    availability_warnings,
     check_catalog,
     deep_merge,
     format_path,
@@ -33,6 +34,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog im
     model_names,
     parse_quantity,
     resolve_model,
+    update_availability,
     validate_catalog,
 )
 
@@ -754,3 +756,117 @@ def test_the_documented_example_is_valid():
     assert validate_catalog(catalog) == []
     for environment in ENVIRONMENTS:
         resolve_model(catalog, "text-generation-gpt", environment)
+
+
+
+# --------------------------------------------------------------------------- replica limits and availability during updates
+
+@pytest.mark.parametrize("path, value", [
+    ("replicas", 1000000),
+    ("replicas", 5001),
+    ("autoscaling", {"enabled": True, "min_replicas": 1, "max_replicas": 1000000, "target_cpu_utilization": 70}),
+    ("autoscaling", {"enabled": False, "min_replicas": 6000}),
+])
+def test_absurd_replica_counts_are_refused_naming_the_value_and_the_limit(path, value):
+    entry = minimal_tf_entry()
+    entry[path] = value
+    problems = validate_catalog({"image-classifier": entry})
+    assert len(problems) == 1, problems
+    bad = value if path == "replicas" else max(v for k, v in value.items() if k.endswith("replicas"))
+    assert problems[0].startswith(IC + ".%s" % path)
+    assert "%d is more than 5000, the most replicas a model may have" % bad in problems[0]
+
+
+def test_the_replica_limit_itself_is_accepted():
+    entry = dict(minimal_tf_entry(), replicas=5000)
+    assert validate_catalog({"image-classifier": entry}) == []
+
+
+def test_an_override_with_absurd_replicas_is_reported_at_the_override():
+    entry = dict(minimal_tf_entry(), environments={"prod": {"replicas": 1000000}})
+    assert validate_catalog({"image-classifier": entry}) == [
+        IC + ".environments.prod.replicas: 1000000 is more than 5000, the most replicas a model may have: lower it "
+        "(a typo? several models sharing the load are several catalog entries)"]
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"replicas": 1, "strategy": {"max_surge": 0, "max_unavailable": 1}}, 0),
+    ({"replicas": 1, "strategy": {"max_surge": 1, "max_unavailable": 0}}, 1),
+    ({"replicas": 1}, 1),  # Kubernetes' 25%/25%: 0 unavailable of 1 (rounded down), 1 surge pod (rounded up)
+    ({"replicas": 4}, 3),
+    ({"replicas": 3, "strategy": {"max_surge": 0, "max_unavailable": 1}}, 2),
+    ({"replicas": 2, "strategy": {"max_surge": 0, "max_unavailable": "50%"}}, 1),
+    ({"replicas": 2, "strategy": {"max_surge": 1, "max_unavailable": "100%"}}, 0),
+    ({"replicas": 3, "strategy": {"type": "Recreate"}}, 0),
+    ({"replicas": 3, "autoscaling": {"enabled": True, "min_replicas": 1, "max_replicas": 5,
+                                     "target_cpu_utilization": 70},
+      "strategy": {"max_surge": 0, "max_unavailable": 1}}, 0),  # the HPA may run it at its floor, 1
+])
+def test_update_availability(changes, expected):
+    entry = deep_merge(minimal_tf_entry(), changes)
+    assert update_availability(entry)[0] == expected
+
+
+def test_update_availability_is_not_computed_for_a_parked_model_or_a_bad_strategy():
+    assert update_availability(dict(minimal_tf_entry(), replicas=0)) is None
+    assert update_availability(dict(minimal_tf_entry(), strategy={"max_surge": 0, "max_unavailable": 0})) is None
+
+
+def test_zero_availability_warns_naming_the_values_and_the_fix():
+    entry = dict(minimal_tf_entry(), replicas=1, strategy={"max_surge": 0, "max_unavailable": 1})
+    catalog = {"image-classifier": entry}
+    assert validate_catalog(catalog) == []
+    assert availability_warnings(catalog) == [
+        IC + ": an update leaves no replica available (replicas 1, max_surge 0, max_unavailable 1): every update stops "
+        "serving until the new pod is Ready; set max_surge 1 and max_unavailable 0 (a surge pod: the old pod serves "
+        "until its successor is Ready), or set strategy.downtime: accept if that is deliberate (refuse makes it an "
+        "error)"]
+
+
+def test_zero_availability_is_refused_with_downtime_refuse():
+    entry = dict(minimal_tf_entry(), replicas=1, strategy={"max_surge": 0, "max_unavailable": 1, "downtime": "refuse"})
+    assert validate_catalog({"image-classifier": entry}) == [
+        IC + ".strategy.downtime: is refuse, and an update leaves no replica available (replicas 1, max_surge 0, "
+        "max_unavailable 1): set max_surge 1 and max_unavailable 0 (a surge pod: the old pod serves until its "
+        "successor is Ready)"]
+    recreate = dict(minimal_tf_entry(), replicas=3, strategy={"type": "Recreate", "downtime": "refuse"})
+    assert validate_catalog({"image-classifier": recreate}) == [
+        IC + ".strategy.downtime: is refuse, and an update leaves no replica available (replicas 3, strategy "
+        "Recreate): use strategy type RollingUpdate with max_surge 1 and max_unavailable 0"]
+    fine = dict(minimal_tf_entry(), replicas=1, strategy={"max_surge": 1, "max_unavailable": 0, "downtime": "refuse"})
+    assert validate_catalog({"image-classifier": fine}) == []
+
+
+def test_deliberate_downtime_is_accepted_silently():
+    entry = dict(minimal_tf_entry(), replicas=1, strategy={"type": "Recreate", "downtime": "accept"})
+    catalog = {"image-classifier": entry}
+    assert validate_catalog(catalog) == [] and availability_warnings(catalog) == []
+
+
+def test_availability_warnings_per_environment_and_per_model():
+    entry = dict(minimal_tf_entry(), replicas=3, strategy={"max_surge": 0, "max_unavailable": 1},
+                 environments={"dev": {"replicas": 1}, "local": {"replicas": 1}, "prod": {"replicas": 3}})
+    catalog = {"image-classifier": entry}
+    warnings = availability_warnings(catalog)
+    assert len(warnings) == 1 and warnings[0].startswith(IC + " (with environments.dev): an update leaves no "
+                                                         "replica available (replicas 1,")
+    assert availability_warnings(catalog, model="image-classifier", environment="prod") == []
+    assert len(availability_warnings(catalog, model="image-classifier", environment="local")) == 1
+    refused = deep_merge(entry, {"environments": {"dev": {"strategy": {"downtime": "refuse"}}}})
+    assert validate_catalog({"image-classifier": refused}) == [
+        IC + ".environments.dev.strategy.downtime: is refuse, and an update leaves no replica available (replicas 1, "
+        "max_surge 0, max_unavailable 1): set max_surge 1 and max_unavailable 0 (a surge pod: the old pod serves "
+        "until its successor is Ready)"]
+
+
+def test_example_updates_keep_a_replica_available_unless_the_entry_accepts_it(example_catalog: Dict[str, Any]):
+    assert availability_warnings(example_catalog) == []
+    for environment in ENVIRONMENTS:
+        for model in resolved_all(example_catalog, environment):
+            fewest = update_availability(model)[0]
+            accepted = model["strategy"].get("downtime") == "accept"
+            assert fewest > 0 or accepted, (environment, model["name"])
+            if accepted:  # only where no surge GPU can be had: dev's quota of 1 GPU
+                assert environment == "dev" and model["gpu"]["count"] == 1, model["name"]
+            if model["gpu"]["count"] == 0:  # CPU models get a surge pod
+                assert model["strategy"]["max_surge"] >= 1 and model["strategy"]["max_unavailable"] == 0

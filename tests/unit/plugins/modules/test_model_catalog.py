@@ -140,3 +140,34 @@ def test_invalid_catalog_fails_with_every_problem(tmp_path: Path):
         "models.image-classifier.environments.prod.replicas: 'three' is not of type 'integer'",
     ]
     assert result["msg"].startswith("the model catalog (ai_serving_models) has 3 problems:")
+
+
+def test_an_update_without_an_available_replica_warns_and_can_be_refused(tmp_path: Path):
+    entry: Dict[str, Any] = {
+        "runtime": "tf_serving",
+        "image": {"repository": "tensorflow/serving", "tag": "2.15.0-gpu"},
+        "replicas": 3,
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
+        "strategy": {"max_surge": 0, "max_unavailable": 1},
+        "tf_serving": {"model_name": "image_classifier_model", "model_base_path": "/models/ic"},
+        "environments": {"dev": {"replicas": 1}},
+    }
+    dev = run_playbook(tmp_path, "dev", "-e", write_vars(tmp_path, {"ai_serving_models": {"image-classifier": entry}}),
+                       "-e", "model=image-classifier")
+    assert dev["rc"] == 0, dev.get("msg")
+    assert dev["warnings"] == [
+        "models.image-classifier (with environments.dev): an update leaves no replica available (replicas 1, "
+        "max_surge 0, max_unavailable 1): every update stops serving until the new pod is Ready; set max_surge 1 and max_unavailable 0 (a surge pod: "
+        "the old pod serves until its successor is Ready), or set strategy.downtime: accept if that is deliberate "
+        "(refuse makes it an error)"]
+    prod = run_playbook(tmp_path, "prod", "-e", write_vars(tmp_path, {"ai_serving_models": {"image-classifier": entry}}),
+                        "-e", "model=image-classifier")
+    assert prod["rc"] == 0 and not prod.get("warnings")  # 3 replicas: 2 stay available
+    entry["strategy"]["downtime"] = "refuse"
+    refused = run_playbook(tmp_path, "dev", "-e", write_vars(tmp_path, {"ai_serving_models": {"image-classifier": entry}}),
+                           "-e", "model=image-classifier")
+    assert refused["rc"] != 0 and refused["failed"] is True
+    assert refused["problems"] == [
+        "models.image-classifier.strategy.downtime (with environments.dev): is refuse, and an update leaves no replica "
+        "available (replicas 1, max_surge 0, max_unavailable 1): set max_surge 1 and max_unavailable 0 (a surge pod: "
+        "the old pod serves until its successor is Ready)"]
