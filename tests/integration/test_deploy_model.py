@@ -23,6 +23,7 @@ import http.server
 import re
 import subprocess
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -98,9 +99,10 @@ class Runner:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
 
-    def __call__(self, playbook: str, model: str, extra: Optional[Dict[str, Any]] = None, *args: str) -> Run:
+    def __call__(self, playbook: str, model: str, extra: Optional[Dict[str, Any]] = None, *args: str,
+                 timeout: int = 420) -> Run:
         extra_vars = {"model": model, "ai_namespace_name": self.namespace, **(extra or {})}
-        return run_playbook(playbook, self.kubeconfig, extra_vars, *args)
+        return run_playbook(playbook, self.kubeconfig, extra_vars, *args, timeout=timeout)
 
     def parallel(self, jobs: Dict[str, Callable[[], Any]]) -> Dict[str, Any]:
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
@@ -656,3 +658,31 @@ def test_common_refuses_to_run_on_its_own(finale) -> None:
     assert run.returncode != 0
     assert "missing required arguments: _common_args" in run.output
     assert "Render |" not in run.stdout and "Apply |" not in run.stdout
+
+
+# --------------------------------------------------------------------------- bad input: absurd replica counts
+
+
+def test_a_million_replicas_fail_at_once_naming_the_value_and_nothing_is_created(runner: Runner, api_client,
+                                                                                  namespace: str) -> None:
+    """replicas: 1000000 used to keep the GPU preflight busy for 10 minutes; the catalog refuses it now."""
+    from kubernetes import client
+
+    models = copy.deepcopy(catalog())
+    models["million-replicas"] = copy.deepcopy(models["image-classifier"])
+    models["million-replicas"]["replicas"] = 1000000
+    started = time.monotonic()
+    run = runner("deploy_model.yml", "million-replicas", {"ai_serving_models": models}, timeout=120)
+    elapsed = time.monotonic() - started
+    assert run.returncode != 0, run.explain()
+    assert "models.million-replicas.replicas: 1000000 is more than 5000, the most replicas a model may have" \
+        in run.output, run.explain()
+    assert "Apply | Every object" not in run.stdout and "GPU preflight" not in run.output
+    assert elapsed < 120  # bounded by the timeout too: the run ends, with the answer, within two minutes
+    selector = "creativeflow.ai/model-name=million-replicas"
+    apps = client.AppsV1Api(api_client)
+    core = client.CoreV1Api(api_client)
+    assert not apps.list_namespaced_deployment(namespace, label_selector=selector).items
+    assert not core.list_namespaced_service(namespace, label_selector=selector).items
+    assert not core.list_namespaced_config_map(namespace, label_selector=selector).items
+    assert not core.list_namespaced_pod(namespace, label_selector=selector).items
