@@ -139,6 +139,10 @@ notes:
     (C(NotTerminating), C(NotBestEffort), C(PriorityClass)) are assumed to match.
   - A cordoned node is eligible only when the pods tolerate the C(node.kubernetes.io/unschedulable) taint, as the
     scheduler does.
+  - It answers within seconds at any size. A new Deployment's single wave is computed; an existing Deployment's rollout
+    is played up to 5000 pods (desired or current). Above that, an end state that does not fit is answered from the
+    end state alone, and one that fits is refused with an error naming the count and the limit.
+    RV(max_replicas) is searched up to 5000.
 seealso:
   - name: Resource quotas for extended resources
     description: Why only C(requests.<resource>) limits an extended resource.
