@@ -758,7 +758,6 @@ def test_the_documented_example_is_valid():
         resolve_model(catalog, "text-generation-gpt", environment)
 
 
-
 # --------------------------------------------------------------------------- replica limits and availability during updates
 
 @pytest.mark.parametrize("path, value", [
