@@ -654,7 +654,7 @@ def test_build_runs_when_the_tag_is_missing_and_nothing_is_applied_when_it_fails
 def test_common_refuses_to_run_on_its_own(finale) -> None:
     run = finale["runs"]["direct"]
     assert run.returncode != 0
-    assert "missing required arguments: _common_args" in run.output
+    assert "missing required arguments: _common_base_image" in run.output
     assert "Render |" not in run.stdout and "Apply |" not in run.stdout
 
 
