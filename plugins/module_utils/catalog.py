@@ -34,6 +34,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.strategy i
     StrategyError,
     min_available_during_update,
 )
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils import runtimes as _runtimes
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.quantity import QuantityError, parse_quantity  # noqa: F401 (re-exported)
 
 try:
@@ -46,9 +47,9 @@ else:
     HAS_JSONSCHEMA = True
     JSONSCHEMA_IMPORT_ERROR = None
 
-# The runtimes a model can be served with; each has a settings section of the
-# same name in the entry.
-RUNTIMES = ("tf_serving", "torchserve", "triton", "custom_python")
+# The runtimes a model can be served with (the records of runtimes.py); each
+# has a settings section of the same name in the entry.
+RUNTIMES = _runtimes.names()
 # The environments an entry may carry overrides for (ai_serving_environment).
 ENVIRONMENTS = ("local", "dev", "prod")
 # Container resources a catalog entry may request/limit. GPUs are not among
@@ -262,8 +263,8 @@ _INT_OR_PERCENT = {
 }
 _DNS_SUBDOMAIN = _string(DNS_1123_SUBDOMAIN, "a Kubernetes object name (lowercase DNS-1123 subdomain)", 253)
 _EXTRA_ARGS = {"type": "array", "items": {"type": "string"}}
-# What custom_server loads (MODEL_FORMAT), each with the package extra its image needs.
-CUSTOM_PYTHON_FORMATS = ("sklearn", "onnx", "torchscript", "python")
+# What custom_server loads (MODEL_FORMAT).
+CUSTOM_PYTHON_FORMATS = _runtimes.CUSTOM_PYTHON_FORMATS
 _PROBE = _object({
     "initial_delay_seconds": _integer(0),
     "period_seconds": _integer(1),
@@ -272,57 +273,8 @@ _PROBE = _object({
 })
 _RESOURCE_LIST = _object({name: _QUANTITY for name in CONTAINER_RESOURCES})
 
-_RUNTIME_SCHEMAS: dict[str, dict[str, Any]] = {
-    "tf_serving": _object({
-        "model_name": _string(_SERVER_MODEL_NAME, "a TF Serving model name (letters, digits, _ . -)"),
-        "model_base_path": _ABSOLUTE_PATH,
-        "model_platform": _string(default="tensorflow"),
-        "version_policy": _object({
-            "type": {"enum": ["latest", "all", "specific"], "default": "latest"},
-            "num_versions": _integer(1),
-            "versions": {"type": "array", "items": _integer(0), "minItems": 1, "uniqueItems": True},
-        }, required=["type"], allOf=[{
-            "if": {"properties": {"type": {"const": "specific"}}, "required": ["type"]},
-            "then": {"required": ["versions"], "x-because": "version_policy.type is specific"},
-        }]),
-        "enable_batching": {"type": "boolean", "default": False},
-        "extra_args": _EXTRA_ARGS,
-    }, required=["model_name", "model_base_path"]),
-    "torchserve": _object({
-        "model_name": _string(_SERVER_MODEL_NAME, "a TorchServe model name (letters, digits, _ . -)"),
-        "mar_file": _string(r"^[^/]+\.mar$", "a model archive file name in the model store, ending in .mar"),
-        "config_properties": {
-            "type": "object",
-            "propertyNames": _string(r"^[A-Za-z][A-Za-z0-9_.]*$", "a config.properties key such as job_queue_size"),
-            "additionalProperties": {"type": ["string", "number", "boolean"]},
-        },
-        "extra_args": _EXTRA_ARGS,
-    }, required=["model_name", "mar_file"]),
-    "triton": _object({
-        "models": {
-            "type": "array",
-            "minItems": 1,
-            "items": _object({
-                "name": _string(_SERVER_MODEL_NAME, "a Triton model directory name (letters, digits, _ . -)"),
-                "version": _integer(1),
-            }, required=["name"]),
-        },
-        "model_control_mode": {"enum": ["none", "poll", "explicit"], "default": "none"},
-        "repository_poll_secs": _integer(1),
-        "strict_model_config": {"type": "boolean"},
-        "extra_args": _EXTRA_ARGS,
-    }, required=["models"]),
-    # The formats custom_server loads; anything else (transformers...) is a python model class.
-    "custom_python": _object({
-        "model_format": {"enum": list(CUSTOM_PYTHON_FORMATS)},
-        "model_path": _ABSOLUTE_PATH,
-        "model_class": _string(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_.]*$",
-                               "module:attr or /path/file.py:attr (the server's MODEL_CLASS)"),
-        "pip_packages": {"type": "array", "items": _string(expected="a pip requirement such as transformers>=4.40")},
-        "workers": _integer(1, default=1),
-        "extra_args": _EXTRA_ARGS,
-    }, required=["model_format"]),
-}
+# Each runtime's section, from its record.
+_RUNTIME_SCHEMAS: dict[str, dict[str, Any]] = _runtimes.section_schemas()
 
 
 def _entry_properties(environments: Sequence[str]) -> dict[str, Any]:

@@ -656,7 +656,7 @@ def test_build_runs_when_the_tag_is_missing_and_nothing_is_applied_when_it_fails
 def test_common_refuses_to_run_on_its_own(finale) -> None:
     run = finale["runs"]["direct"]
     assert run.returncode != 0
-    assert "missing required arguments: _common_args" in run.output
+    assert "missing required arguments: _common_base_image" in run.output
     assert "Render |" not in run.stdout and "Apply |" not in run.stdout
 
 
@@ -686,3 +686,87 @@ def test_a_million_replicas_fail_at_once_naming_the_value_and_nothing_is_created
     assert not core.list_namespaced_service(namespace, label_selector=selector).items
     assert not core.list_namespaced_config_map(namespace, label_selector=selector).items
     assert not core.list_namespaced_pod(namespace, label_selector=selector).items
+
+
+# --------------------------------------------------------------------------- render: the destination
+
+
+@pytest.fixture(scope="module")
+def render_dest(tmp_path_factory) -> Dict[str, Any]:
+    """render_model.yml into destinations a careless user might name. A render needs no cluster: the
+    kubeconfig named here does not exist, so a render that reached for the cluster would fail."""
+    root = tmp_path_factory.mktemp("render-dest")
+    no_cluster = str(root / "no-such-kubeconfig")
+    (root / "foreign").mkdir()
+    (root / "foreign" / "README.md").write_text("not a render\n")
+    (root / "forced").mkdir()
+    (root / "forced" / "README.md").write_text("kept\n")
+    (root / "a-file").write_text("")
+
+    def render(model: str, dest: str, **extra: Any) -> Run:
+        return run_playbook("render_model.yml", no_cluster, {"model": model, "dest": dest, **extra})
+
+    def parallel(jobs: Dict[str, Callable[[], Run]]) -> Dict[str, Run]:
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            futures = {key: pool.submit(job) for key, job in jobs.items()}
+            return {key: future.result() for key, future in futures.items()}
+
+    root_before = sorted(p.name for p in Path("/").iterdir())
+    runs = parallel({
+        "first": lambda: render("image-classifier", str(root / "fresh")),
+        "root": lambda: render("image-classifier", "/"),
+        "root_forced": lambda: render("image-classifier", "/", overwrite=True),
+        "foreign": lambda: render("image-classifier", str(root / "foreign")),
+        "forced": lambda: render("image-classifier", str(root / "forced"), overwrite=True),
+        "file": lambda: render("image-classifier", str(root / "a-file")),
+    })
+    runs.update(parallel({
+        "again": lambda: render("image-classifier", str(root / "fresh")),
+        "other_model": lambda: render("vision-models", str(root / "fresh")),
+    }))
+    return {"runs": runs, "root": root, "root_before": root_before}
+
+
+def test_render_refuses_a_system_directory_even_with_overwrite(render_dest) -> None:
+    for key in ("root", "root_forced"):
+        run = render_dest["runs"][key]
+        assert run.returncode != 0, run.explain()
+        assert "dest '/' is /, a system directory" in run.output, run.explain()
+        assert "Render | Write" not in run.stdout
+    assert sorted(p.name for p in Path("/").iterdir()) == render_dest["root_before"]
+
+
+def test_render_refuses_a_directory_that_holds_something_else(render_dest) -> None:
+    root = render_dest["root"]
+    run = render_dest["runs"]["foreign"]
+    assert run.returncode != 0, run.explain()
+    assert f"dest '{root / 'foreign'}' ({root / 'foreign'}) is not empty (it has README.md)" in run.output, run.explain()
+    assert "add -e overwrite=true" in run.output
+    assert sorted(p.name for p in (root / "foreign").iterdir()) == ["README.md"]
+    run = render_dest["runs"]["file"]
+    assert run.returncode != 0, run.explain()
+    assert f"({root / 'a-file'}) is a file, not a directory" in run.output, run.explain()
+
+
+def test_render_refuses_an_earlier_render_of_another_model(render_dest) -> None:
+    run = render_dest["runs"]["other_model"]
+    assert run.returncode != 0, run.explain()
+    assert "is not an earlier render of vision-models (its base/deployment.yaml is image-classifier)" in run.output, \
+        run.explain()
+    deployment_file = render_dest["root"] / "fresh" / "base" / "deployment.yaml"
+    assert yaml.safe_load(deployment_file.read_text())["metadata"]["name"] == "image-classifier"
+
+
+def test_render_rewrites_an_earlier_render_of_the_same_model(render_dest) -> None:
+    for key in ("first", "again"):
+        run = render_dest["runs"][key]
+        assert run.returncode == 0, run.explain()
+    assert (render_dest["root"] / "fresh" / "overlays" / "prod" / "kustomization.yaml").is_file()
+
+
+def test_render_overwrite_writes_into_a_directory_that_holds_something_else(render_dest) -> None:
+    run = render_dest["runs"]["forced"]
+    assert run.returncode == 0, run.explain()
+    forced = render_dest["root"] / "forced"
+    assert sorted(p.name for p in forced.iterdir()) == ["README.md", "base", "overlays"]
+    assert (forced / "README.md").read_text() == "kept\n"

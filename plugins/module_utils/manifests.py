@@ -1,0 +1,404 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""A model's Kubernetes objects, built by small pure functions (one per kind).
+
+Input: the resolved catalog entry (``model_catalog``'s ``model``), the runtime's
+server as ``runtimes.server_spec`` works it out, and the deploy's shared settings
+(``Settings``). Output: plain dicts ready for server-side apply. Deploy, render
+(kustomize export) and the GPU check's view of the pod (``scheduling``) all come
+from here, so tolerations, node selectors and GPU requests have one source.
+
+Plain Python: no Ansible, no cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.runtimes import ServerSpec
+
+Obj = Dict[str, Any]
+Model = Mapping[str, Any]
+
+MANAGED_BY = "creativeflow.ai_serving"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# Labels the role sets; extra pod labels may not use these keys.
+RESERVED_LABELS = (
+    "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+    "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by",
+    "creativeflow.ai/runtime", "creativeflow.ai/model-name",
+)
+# Shell run by the model fetch init container, per URI scheme.
+_FETCH_HTTP = ('curl -fsSL --retry 3 -o /tmp/model.download "$MODEL_URI" && case "$MODEL_URI" in '
+               '*.tar.gz|*.tgz) tar -xzf /tmp/model.download -C "$MODEL_DIR" ;; '
+               '*.tar) tar -xf /tmp/model.download -C "$MODEL_DIR" ;; '
+               '*) mv /tmp/model.download "$MODEL_DIR/${MODEL_URI##*/}" ;; esac')
+FETCH_SCRIPTS: Dict[str, str] = {
+    "s3": 'aws s3 sync "$MODEL_URI" "$MODEL_DIR" --only-show-errors',
+    "gs": 'gcloud storage rsync --recursive "$MODEL_URI" "$MODEL_DIR"',
+    "https": _FETCH_HTTP,
+    "http": _FETCH_HTTP,
+}
+_PROBE_TIMING_KEYS = {"initial_delay_seconds": "initialDelaySeconds", "period_seconds": "periodSeconds",
+                      "timeout_seconds": "timeoutSeconds", "failure_threshold": "failureThreshold"}
+_RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The deploy's shared settings (the same for every runtime)."""
+
+    namespace: str
+    service_account_name: str = "model-server-sa"
+    pod_labels: Dict[str, Any] = field(default_factory=dict)
+    pod_annotations: Dict[str, Any] = field(default_factory=dict)
+    service_monitor: bool = True
+    service_monitor_labels: Dict[str, Any] = field(default_factory=dict)
+    termination_grace_period_seconds: int = 60
+    pre_stop_sleep_seconds: int = 10
+    progress_deadline_seconds: int = 600
+    model_fetch_images: Dict[str, str] = field(default_factory=dict)
+
+
+# ---- what the objects share ----
+
+
+def labels(model: Model, runtime: str) -> Dict[str, str]:
+    name = model["name"]
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": "ai-serving",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "creativeflow.ai/runtime": runtime,
+        "creativeflow.ai/model-name": name,
+    }
+
+
+def selector(model: Model) -> Dict[str, str]:
+    return {"app.kubernetes.io/component": "model-server", "creativeflow.ai/model-name": model["name"]}
+
+
+def version_label(model: Model) -> str:
+    """A label value: the image tag, else the digest's first 12 hex digits."""
+    image = model["image"]
+    value = str(image["tag"]) if "tag" in image else re.sub(r"^[^:]*:", "", str(image["digest"]))[:12]
+    return re.sub(r"[^A-Za-z0-9]+$", "", value[:63])
+
+
+def image_reference(model: Model) -> str:
+    image = model["image"]
+    return (image["repository"] + (":%s" % image["tag"] if "tag" in image else "")
+            + ("@%s" % image["digest"] if "digest" in image else ""))
+
+
+def _strings(values: Mapping[str, Any]) -> Dict[str, str]:
+    # Label, annotation and env values are strings for Kubernetes (2 -> "2").
+    return {key: str(value) for key, value in values.items()}
+
+
+def scheduling(model: Model) -> Tuple[Dict[str, str], List[Dict[str, Any]]]:
+    """The pod's node selector and tolerations: GPU Feature Discovery's product label
+    pins the GPU model (the catalog's node_selector adds to it); GPU pods tolerate
+    the GPU Operator's nvidia.com/gpu taint (MIG nodes too)."""
+    gpu = model.get("gpu") or {}
+    node_selector = {GPU_PRODUCT_LABEL: gpu["product"]} if "product" in gpu else {}
+    node_selector.update(model.get("node_selector") or {})
+    tolerations = ([{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
+                   if int(gpu.get("count", 0)) > 0 else [])
+    return node_selector, tolerations + list(model.get("tolerations") or [])
+
+
+def gpu_request(model: Model) -> Dict[str, str]:
+    """The GPUs of one pod, requested and limited alike."""
+    gpu = model.get("gpu") or {}
+    count = int(gpu.get("count", 0))
+    return {gpu["resource"]: str(count)} if count > 0 else {}
+
+
+def env(spec: ServerSpec, model: Model) -> Dict[str, str]:
+    """The runtime's variables, then the catalog's (which win)."""
+    merged = dict(spec.env)
+    merged.update(model.get("env") or {})
+    return _strings(merged)
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> Dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def probe_timing(spec: ServerSpec, model: Model) -> Dict[str, Any]:
+    """The runtime's probe timing with the catalog's merged over it."""
+    return _merge(spec.probe_defaults, model.get("probes") or {})
+
+
+def model_mount_path(spec: ServerSpec, model: Model) -> str:
+    return (model.get("model") or {}).get("mount_path") or spec.model_mount_path
+
+
+def configmap_name(model: Model, config_files: Mapping[str, str], generator: bool = False) -> str:
+    """The configuration ConfigMap's name: a hash of the content (like kustomize's
+    configMapGenerator), so a change rolls the pods and the ReplicaSet of an earlier
+    revision keeps its own (a rollback restores the configuration too). With
+    ``generator`` (kustomize export), the name without the hash that kustomize adds."""
+    if not config_files:
+        return ""
+    if generator:
+        return "%s-config" % model["name"]
+    digest = hashlib.sha256(json.dumps(dict(config_files), sort_keys=True).encode("utf-8")).hexdigest()
+    return "%s-config-%s" % (model["name"], digest[:10])
+
+
+def replica_count(model: Model, current: Optional[int] = None) -> int:
+    """The Deployment's replicas: the catalog's, or with autoscaling the current count kept within the HPA's bounds."""
+    autoscaling = model.get("autoscaling") or {}
+    if not autoscaling.get("enabled"):
+        return int(model.get("replicas", 1))
+    low, high = int(autoscaling.get("min_replicas", 1)), int(autoscaling.get("max_replicas", 1))
+    return min(max(int(current if current is not None else low), low), high)
+
+
+def _metadata(model: Model, settings: Settings, name: str, object_labels: Mapping[str, str]) -> Obj:
+    return {"name": name, "namespace": settings.namespace, "labels": dict(object_labels)}
+
+
+# ---- one function per kind ----
+
+
+def configmap(spec: ServerSpec, model: Model, settings: Settings, config_files: Mapping[str, str], name: str) -> List[Obj]:
+    if not config_files:
+        return []
+    return [{"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": _metadata(model, settings, name, labels(model, spec.runtime)), "data": dict(config_files)}]
+
+
+def service(spec: ServerSpec, model: Model, settings: Settings) -> List[Obj]:
+    ports = [{"name": port["name"], "port": int(port["port"]), "targetPort": port["name"], "protocol": "TCP"}
+             for port in spec.ports if port.get("service", True)]
+    return [{"apiVersion": "v1", "kind": "Service",
+             "metadata": _metadata(model, settings, model["name"], labels(model, spec.runtime)),
+             "spec": {"type": "ClusterIP", "selector": selector(model), "ports": ports}}]
+
+
+def _strategy(model: Model) -> Obj:
+    # Both RollingUpdate numbers are always set, so they are ours and a switch to Recreate removes them.
+    strategy = model.get("strategy") or {}
+    if strategy.get("type") == "Recreate":
+        return {"type": "Recreate"}
+    rolling = {"maxSurge": strategy.get("max_surge", "25%"), "maxUnavailable": strategy.get("max_unavailable", "25%")}
+    return {"type": "RollingUpdate", "rollingUpdate": rolling}
+
+
+def _resources(model: Model) -> Obj:
+    resources = model.get("resources") or {}
+    requests = _strings(resources.get("requests") or {})
+    limits = _strings(resources.get("limits") or {})
+    requests.update(gpu_request(model))
+    limits.update(gpu_request(model))
+    return {"requests": requests, **({"limits": limits} if limits else {})}
+
+
+def _probes(spec: ServerSpec, model: Model) -> Obj:
+    timing = probe_timing(spec, model)
+    probes: Obj = {}
+    for kind in ("startup", "readiness", "liveness"):
+        if kind not in spec.probe_paths:
+            continue
+        probe: Obj = {"httpGet": {"path": spec.probe_paths[kind]["path"], "port": spec.probe_paths[kind]["port"]}}
+        for key, value in (timing.get(kind) or {}).items():
+            if key in _PROBE_TIMING_KEYS:
+                probe[_PROBE_TIMING_KEYS[key]] = int(value)
+        probes[kind + "Probe"] = probe
+    return probes
+
+
+def _volumes(spec: ServerSpec, model: Model, settings: Settings,
+             config_name: str) -> Tuple[List[Obj], List[Obj], List[Obj]]:
+    """The pod's volumes, the server's mounts and the init containers (the model fetch)."""
+    volumes: List[Obj] = []
+    mounts: List[Obj] = []
+    init: List[Obj] = []
+    if config_name:
+        volumes.append({"name": "config", "configMap": {"name": config_name}})
+        mounts.append({"name": "config", "mountPath": spec.config_mount_path, "readOnly": True})
+    for index, writable in enumerate(spec.writable_paths):
+        empty_dir: Obj = {}
+        if writable.get("medium"):
+            empty_dir["medium"] = writable["medium"]
+        if writable.get("size_limit"):
+            empty_dir["sizeLimit"] = str(writable["size_limit"])
+        volumes.append({"name": "writable-%d" % index, "emptyDir": empty_dir})
+        mounts.append({"name": "writable-%d" % index, "mountPath": writable["path"]})
+    source = model.get("model") or {}
+    mount_path = model_mount_path(spec, model)
+    if source.get("source") == "pvc":
+        pvc = source["pvc"]
+        read_only = bool(pvc.get("read_only", True))
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": pvc["claim_name"], "readOnly": read_only}})
+        mount: Obj = {"name": "model", "mountPath": mount_path, "readOnly": read_only}
+        if "sub_path" in pvc:
+            mount["subPath"] = pvc["sub_path"]
+        mounts.append(mount)
+    elif source.get("source") == "uri":
+        scheme = re.sub(r"://.*$", "", source["uri"])
+        volumes += [{"name": "model", "emptyDir": {}}, {"name": "fetch-tmp", "emptyDir": {}}]
+        mounts.append({"name": "model", "mountPath": mount_path, "readOnly": True})
+        fetch: Obj = {
+            "name": "fetch-model",
+            "image": settings.model_fetch_images[scheme],
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["/bin/sh", "-c", FETCH_SCRIPTS[scheme]],
+            "env": [{"name": "MODEL_URI", "value": source["uri"]}, {"name": "MODEL_DIR", "value": mount_path},
+                    {"name": "HOME", "value": "/tmp"}, {"name": "CLOUDSDK_CONFIG", "value": "/tmp/gcloud"}],
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+            "securityContext": dict(_RESTRICTED_CONTAINER, readOnlyRootFilesystem=True),
+            "volumeMounts": [{"name": "model", "mountPath": mount_path}, {"name": "fetch-tmp", "mountPath": "/tmp"}],
+        }
+        if "credentials_secret" in source:
+            fetch["envFrom"] = [{"secretRef": {"name": source["credentials_secret"]}}]
+        init.append(fetch)
+    return volumes, mounts, init
+
+
+def pod_labels(spec: ServerSpec, model: Model, settings: Settings) -> Dict[str, str]:
+    out = labels(model, spec.runtime)
+    out["app.kubernetes.io/version"] = version_label(model)
+    out.update(_strings(settings.pod_labels))
+    return out
+
+
+def deployment(spec: ServerSpec, model: Model, settings: Settings, replicas: int, config_name: str = "") -> List[Obj]:
+    volumes, mounts, init = _volumes(spec, model, settings, config_name)
+    container: Obj = {
+        "name": spec.container_name,
+        "image": image_reference(model),
+        "imagePullPolicy": model["image"].get("pull_policy", "IfNotPresent"),
+        "resources": _resources(model),
+        "securityContext": dict(_RESTRICTED_CONTAINER, readOnlyRootFilesystem=bool(spec.read_only_root_filesystem)),
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(settings.pre_stop_sleep_seconds)]}}},
+        "ports": [{"name": port["name"], "containerPort": int(port["port"]), "protocol": "TCP"} for port in spec.ports],
+    }
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.args:
+        container["args"] = list(spec.args)
+    if spec.working_dir:
+        container["workingDir"] = spec.working_dir
+    variables = env(spec, model)
+    if variables:
+        container["env"] = [{"name": name, "value": variables[name]} for name in sorted(variables)]
+    if model.get("env_from_secrets"):
+        container["envFrom"] = [{"secretRef": {"name": name}} for name in model["env_from_secrets"]]
+    container.update(_probes(spec, model))
+    if mounts:
+        container["volumeMounts"] = mounts
+    uid = int(spec.run_as_user)
+    pod: Obj = {
+        "serviceAccountName": settings.service_account_name,
+        "terminationGracePeriodSeconds": int(settings.termination_grace_period_seconds),
+        "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 100,
+            "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector(model)}},
+        }]}},
+        "containers": [container],
+    }
+    if init:
+        pod["initContainers"] = init
+    if volumes:
+        pod["volumes"] = volumes
+    node_selector, tolerations = scheduling(model)
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if model["image"].get("pull_secrets"):
+        pod["imagePullSecrets"] = [{"name": name} for name in model["image"]["pull_secrets"]]
+    template_meta: Obj = {"labels": pod_labels(spec, model, settings)}
+    if settings.pod_annotations:
+        template_meta["annotations"] = _strings(settings.pod_annotations)
+    deployment_labels = labels(model, spec.runtime)
+    deployment_labels["app.kubernetes.io/version"] = version_label(model)
+    return [{
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(model, settings, model["name"], deployment_labels),
+        "spec": {
+            "replicas": int(replicas),
+            "revisionHistoryLimit": 10,
+            "progressDeadlineSeconds": int(settings.progress_deadline_seconds),
+            "selector": {"matchLabels": selector(model)},
+            "strategy": _strategy(model),
+            "template": {"metadata": template_meta, "spec": pod},
+        },
+    }]
+
+
+def hpa(spec: ServerSpec, model: Model, settings: Settings) -> List[Obj]:
+    autoscaling = model.get("autoscaling") or {}
+    if not autoscaling.get("enabled"):
+        return []
+    metrics: List[Obj] = [
+        {"type": "Resource", "resource": {"name": resource, "target": {
+            "type": "Utilization", "averageUtilization": int(autoscaling["target_%s_utilization" % resource])}}}
+        for resource in ("cpu", "memory") if "target_%s_utilization" % resource in autoscaling]
+    hpa_spec: Obj = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": model["name"]},
+        "minReplicas": int(autoscaling.get("min_replicas", 1)),
+        "maxReplicas": int(autoscaling["max_replicas"]),
+        "metrics": metrics + list(autoscaling.get("metrics") or []),
+    }
+    if "behavior" in autoscaling:
+        hpa_spec["behavior"] = autoscaling["behavior"]
+    return [{"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+             "metadata": _metadata(model, settings, model["name"], labels(model, spec.runtime)), "spec": hpa_spec}]
+
+
+def pdb(spec: ServerSpec, model: Model, settings: Settings) -> List[Obj]:
+    budget = model.get("pdb") or {}
+    if not budget.get("enabled"):
+        return []
+    pdb_spec: Obj = {"selector": {"matchLabels": selector(model)}}
+    if "min_available" in budget:
+        pdb_spec["minAvailable"] = budget["min_available"]
+    else:
+        pdb_spec["maxUnavailable"] = budget.get("max_unavailable")
+    # A pod that is not Ready (crash-looping, model not loaded) may be evicted: it
+    # serves nothing, and keeping it would block node drains.
+    pdb_spec["unhealthyPodEvictionPolicy"] = "AlwaysAllow"
+    return [{"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+             "metadata": _metadata(model, settings, model["name"], labels(model, spec.runtime)), "spec": pdb_spec}]
+
+
+def service_monitor(spec: ServerSpec, model: Model, settings: Settings, api_served: bool) -> List[Obj]:
+    """Only when the Prometheus Operator's CRD is served and the runtime has a metrics endpoint."""
+    if not (settings.service_monitor and api_served and spec.metrics.get("port")):
+        return []
+    monitor_labels = labels(model, spec.runtime)
+    monitor_labels.update(_strings(settings.service_monitor_labels))
+    return [{"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+             "metadata": _metadata(model, settings, model["name"], monitor_labels),
+             "spec": {"selector": {"matchLabels": selector(model)},
+                      "endpoints": [{"port": spec.metrics["port"], "path": spec.metrics["path"], "interval": "30s"}]}}]
+
+
+def objects(spec: ServerSpec, model: Model, settings: Settings, config_files: Mapping[str, str], replicas: int,
+            config_name: str, service_monitor_api: bool = False) -> List[Obj]:
+    """Every object of the model, in apply order (the ConfigMap before the Deployment that mounts it)."""
+    return (configmap(spec, model, settings, config_files, config_name)
+            + service(spec, model, settings)
+            + deployment(spec, model, settings, replicas, config_name)
+            + hpa(spec, model, settings)
+            + pdb(spec, model, settings)
+            + service_monitor(spec, model, settings, service_monitor_api))
