@@ -17,16 +17,12 @@ every later ansible command of the session refuse to start: each gets its own
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator
@@ -34,11 +30,11 @@ from typing import Any, Dict, Iterator
 import pytest
 import yaml
 
+import image_tools
+from image_tools import free_port, http_json, wait_for
 from playbooks import REPO_ROOT, Run, run_playbook
 
 CATALOG_FILE = REPO_ROOT / "inventories" / "shared" / "group_vars" / "all" / "models.yml"
-CACHE_DIR = Path(os.environ.get("AI_SERVING_CACHE_DIR", Path.home() / ".cache" / "creativeflow-ai-serving"))
-BASE_IMAGE = "localhost/ai-serving/python-base:bookworm"
 MODEL = "echo-build"
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
@@ -57,53 +53,17 @@ class Doubler:
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_json(url: str, accept: str = "application/json", data: Any = None) -> Any:
-    body = json.dumps(data).encode() if data is not None else None
-    request = urllib.request.Request(url, data=body, headers={"Accept": accept, "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback URLs of the test)
-        return json.loads(response.read())
-
-
-def wait_for(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
-                return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
 # --------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="module")
 def container_env() -> Dict[str, str]:
-    """podman/buildah settings for a sandbox: chroot isolation and a vfs storage of the tests' own."""
-    for tool in ("podman", "buildah", "docker-registry"):
-        if not shutil.which(tool):
-            pytest.fail(f"{tool} not found: run hack/deps.sh (apt-get install podman buildah docker-registry)")
-    root = CACHE_DIR / "containers"
-    root.mkdir(parents=True, exist_ok=True)
-    conf = root / "storage.conf"
-    conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{root}/storage"\nrunroot = "{root}/run"\n')
-    return {"CONTAINERS_STORAGE_CONF": str(conf), "BUILDAH_ISOLATION": "chroot"}
+    return image_tools.container_env("docker-registry")
 
 
 @pytest.fixture(scope="module")
 def base_image(container_env: Dict[str, str]) -> str:
-    proc = subprocess.run([str(REPO_ROOT / "hack" / "base_image.sh"), BASE_IMAGE], env={**os.environ, **container_env},
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=600)
-    assert proc.returncode == 0, f"hack/base_image.sh failed:\n{proc.stderr[-3000:]}"
-    return BASE_IMAGE
+    return image_tools.base_image(container_env)
 
 
 @pytest.fixture(scope="module")
