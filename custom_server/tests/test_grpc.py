@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import filecmp
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -202,3 +203,80 @@ def test_generated_code_is_what_the_script_generates(tmp_path: Path) -> None:
     assert [path.name for path in generated] == sorted(path.name for path in committed.glob("*_pb2*"))
     for path in generated:
         assert filecmp.cmp(path, committed / path.name, shallow=False), f"{path.name} is stale: run scripts/gen_grpc.py"
+
+
+def _rowsum_request(index: int) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="rowsum")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 2]).contents.fp32_contents.extend([index, index])
+    return request
+
+
+def test_grpc_sheds_with_resource_exhausted_and_checks_the_api_key(artifacts: Path, tmp_path: Path) -> None:
+    env = {
+        "MODEL_CLASS": f"{artifacts / 'test_user_model.py'}:RowSum",
+        "MODEL_NAME": "rowsum",
+        "TEST_MODEL_DELAY_S": "0.5",
+        "MAX_BATCH_SIZE": "1",
+        "MAX_QUEUE_SIZE": "1",
+        "API_KEY": "sk-grpc-test",
+    }
+    with running(env, tmp_path / "server.log") as server:
+
+        async def burst() -> list[grpc.StatusCode]:
+            async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+                async def one(index: int) -> grpc.StatusCode:
+                    try:
+                        await stub.ModelInfer(_rowsum_request(index), metadata=[("x-api-key", "sk-grpc-test")])
+                    except grpc.aio.AioRpcError as exc:
+                        assert exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or "MAX_QUEUE_SIZE" in exc.details()
+                        return exc.code()
+                    return grpc.StatusCode.OK
+
+                return await asyncio.gather(*(one(index) for index in range(8)))
+
+        codes = asyncio.run(burst())
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 4, codes
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ModelInfer(_rowsum_request(1), metadata=[("authorization", "Bearer wrong")])
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+            assert stub.ServerLive(pb.ServerLiveRequest()).live  # health stays open
+
+
+def test_grpc_sigterm_finishes_in_flight_calls_and_refuses_new_ones(artifacts: Path, tmp_path: Path) -> None:
+    env = {
+        "MODEL_CLASS": f"{artifacts / 'test_user_model.py'}:RowSum",
+        "MODEL_NAME": "rowsum",
+        "TEST_MODEL_DELAY_S": "0.5",
+        "MAX_BATCH_SIZE": "1",
+        "INFERENCE_THREADS": "4",
+    }
+    server = ServerProcess(env, tmp_path / "server.log").start()
+    try:
+
+        async def scenario() -> tuple[list[list[float]], grpc.StatusCode | None]:
+            async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                calls = [asyncio.ensure_future(stub.ModelInfer(_rowsum_request(index))) for index in range(8)]
+                await asyncio.sleep(0.3)  # in flight
+                server.signal(signal.SIGTERM)
+                await asyncio.sleep(0.3)
+                refused: grpc.StatusCode | None = None
+                async with grpc.aio.insecure_channel(server.grpc_target) as fresh:
+                    try:
+                        await pb_grpc.GRPCInferenceServiceStub(fresh).ServerLive(pb.ServerLiveRequest(), timeout=3)
+                    except grpc.aio.AioRpcError as exc:
+                        refused = exc.code()
+                responses = await asyncio.gather(*calls)
+                return [list(r.outputs[0].contents.fp64_contents) for r in responses], refused
+
+        outputs, refused = asyncio.run(scenario())
+        assert outputs == [[2.0 * index] for index in range(8)]
+        assert refused is not None, "a new gRPC call was served after SIGTERM"
+        assert server.wait(timeout=30) == 0
+    finally:
+        server.stop()
