@@ -89,6 +89,9 @@ def ours(workers: int) -> Callable[[Path, int], tuple[list[str], dict[str, str]]
             "127.0.0.1",
             "--workers",
             str(workers),
+            # a port of its own: MLServer's gRPC default is 8081 too
+            "--grpc-port",
+            str(free_port()),
         ]
         return command, {}
 

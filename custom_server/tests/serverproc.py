@@ -33,7 +33,14 @@ _SETTINGS_VARS = (
     "API_KEY",
     "DOCS_ENABLED",
     "TIMEOUT_KEEP_ALIVE_S",
+    "TIMEOUT_HEADERS_S",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADERS",
+    "MAX_PARSING_BYTES",
+    "GRPC_PORT",
     "MAX_BATCH_SIZE",
+    "BATCH_POLICY",
+    "MAX_LATENCY_MS",
     "MAX_BATCH_DELAY_MS",
     "MAX_QUEUE_SIZE",
     "INFERENCE_THREADS",
@@ -60,8 +67,11 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._env = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARS}
-        self._env.update({"HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"})
+        self.grpc_port = free_port()
+        self._env.update({"HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1", "GRPC_PORT": str(self.grpc_port)})
         self._env.update(env)
+        self.grpc_port = int(self._env["GRPC_PORT"])
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self._args = [sys.executable, "-m", "custom_server", "--port", str(self.port), *args]
         self.process: subprocess.Popen[bytes] | None = None
 

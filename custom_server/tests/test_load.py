@@ -150,3 +150,33 @@ def test_shutdown_delay_reports_not_ready_and_keeps_serving(artifacts: Path, tmp
         assert time.monotonic() - started < 10
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("policy", ["fixed", "cost"])
+def test_batch_size_follows_the_model_cost(artifacts: Path, tmp_path: Path, policy: str) -> None:
+    """A model with a large fixed cost per call, 8-row requests: a fixed 32-row cap merges 4 requests
+    per call; the cost policy measures the calls and merges what waits (issue 17)."""
+    env = _slow_env(artifacts, 0.05, MAX_BATCH_SIZE="32", BATCH_POLICY=policy, MAX_LATENCY_MS="200")
+    with running(env, tmp_path / "server.log") as server:
+
+        async def wave() -> list[int]:
+            limits = httpx.Limits(max_connections=52)
+            async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
+                rows = [[1.0, 2.0]] * 8
+                responses = await asyncio.gather(
+                    *(client.post("/predict", json={"instances": rows}) for _ in range(48))
+                )
+            assert all(r.json()["predictions"] == [3.0] * 8 for r in responses)
+            return [r.status_code for r in responses]
+
+        for _ in range(3):
+            assert asyncio.run(wave()) == [200] * 48
+        with server.client() as client:
+            text = client.get("/metrics").text
+    calls = metric(text, "custom_server_batch_requests_count", model="rowsum")
+    at_most_4 = metric(text, "custom_server_batch_requests_bucket", model="rowsum", le="4.0")
+    if policy == "fixed":
+        assert at_most_4 == calls, "a 32-row cap merged more than four 8-row requests"
+    else:
+        assert at_most_4 < calls, "the cost policy never merged more than four 8-row requests"
+        assert calls < 144 / 4, f"{calls} model calls for 144 requests"

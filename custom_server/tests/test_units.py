@@ -84,12 +84,12 @@ def test_redacted_settings_and_secret_values() -> None:
 def test_flags_override_environment() -> None:
     environ = {"MODEL_PATH": "/env/model.onnx", "PORT": "9000", "MODEL_NAME": "from-env"}
     settings = parse_settings(
-        ["--model-path", "/flag/model.joblib", "--model-name", "iris", "--model-format", "sklearn", "--port", "8081"],
+        ["--model-path", "/flag/model.joblib", "--model-name", "iris", "--model-format", "sklearn", "--port", "8082"],
         environ,
     )
     assert settings.model_path == Path("/flag/model.joblib") and settings.model_name == "iris"
-    assert settings.format is ModelFormat.SKLEARN and settings.port == 8081
-    assert environ["MODEL_PATH"] == "/flag/model.joblib" and environ["PORT"] == "8081"  # for worker processes
+    assert settings.format is ModelFormat.SKLEARN and settings.port == 8082
+    assert environ["MODEL_PATH"] == "/flag/model.joblib" and environ["PORT"] == "8082"  # for worker processes
 
 
 def test_invalid_settings_exit_2_naming_the_variable(
@@ -220,3 +220,77 @@ def test_readme_documents_every_setting() -> None:
                 default,
             )
     assert set(rows) <= {name.upper() for name in Settings.model_fields}, set(rows)
+
+
+def test_byte_budget_bounds_bytes_held_at_once() -> None:
+    import asyncio
+
+    from custom_server.budget import ByteBudget
+
+    async def scenario() -> tuple[int, list[str]]:
+        budget = ByteBudget(100)
+        peak = 0
+        order: list[str] = []
+
+        async def job(name: str, size: int) -> None:
+            nonlocal peak
+            async with budget.hold(size):
+                peak = max(peak, budget.used)
+                order.append(name)
+                await asyncio.sleep(0.01)
+
+        # 60 + 60 do not fit together; 500 is larger than the whole budget and runs alone
+        await asyncio.gather(job("a", 60), job("b", 60), job("big", 500), job("c", 30))
+        assert budget.used == 0
+        return peak, order
+
+    peak, order = asyncio.run(scenario())
+    assert peak <= 100
+    assert sorted(order) == ["a", "b", "big", "c"]
+    with pytest.raises(ValueError, match="limit"):
+        ByteBudget(0)
+
+
+def _tree_ensemble_seconds(rows: int) -> float:
+    """A fake cost curve: 7 ms per call whatever its size, plus 20 µs a row (a tree ensemble)."""
+    return 0.007 + 0.00002 * rows
+
+
+def test_cost_fit_and_batch_size_choice() -> None:
+    from custom_server.batchsize import CostFit, choose_batch_size, fit_cost
+
+    fit = fit_cost([(rows, _tree_ensemble_seconds(rows)) for rows in (8, 32, 64, 256)])
+    assert fit is not None
+    assert fit.fixed_s == pytest.approx(0.007) and fit.per_row_s == pytest.approx(0.00002)
+    # the largest batch whose call fits 20 ms: (20 - 7) / 0.02 = 650 rows
+    assert choose_batch_size(fit, 0.020) == 650
+    assert choose_batch_size(fit, 1.0) == 4096  # capped
+    assert choose_batch_size(fit, 0.005) == 1  # the bound cannot be met: one row at a time
+    assert choose_batch_size(CostFit(0.0, 0.0), 0.02, ceiling=128) == 128  # free calls: as big as allowed
+    assert fit_cost([(8, 0.01), (8, 0.012)]) is None  # one size: no slope yet
+    noisy = fit_cost([(8, 0.010), (16, 0.009)])  # noise tilting the line down: no negative cost
+    assert noisy is not None and noisy.per_row_s == 0.0 and noisy.fixed_s > 0
+
+
+def test_cost_policy_probes_and_converges_on_the_fake_curve() -> None:
+    from custom_server.batchsize import CostPolicy
+
+    policy = CostPolicy(initial=32, max_latency_s=0.020)
+    assert policy.limit == 32
+    # Under load every call is full: the policy doubles while it knows one size, then fits.
+    for _ in range(40):
+        rows = policy.limit
+        policy.observe(rows, _tree_ensemble_seconds(rows))
+    assert policy.fit is not None
+    assert policy.limit == 650, policy.limit
+    # A model without a fixed cost grows only to what its bound allows: 2 ms / 20 µs = 100 rows.
+    cheap = CostPolicy(initial=32, max_latency_s=0.002)
+    for _ in range(40):
+        rows = cheap.limit
+        cheap.observe(rows, 0.00002 * rows)
+    assert cheap.limit == 100, cheap.limit
+    # Light load (calls far from full) does not grow the limit.
+    idle = CostPolicy(initial=32, max_latency_s=0.020)
+    for _ in range(40):
+        idle.observe(1, _tree_ensemble_seconds(1))
+    assert idle.limit == 32

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from custom_server.batchsize import CostPolicy
 from custom_server.errors import InferenceError, InvalidInput, ModelNotReady, Overloaded, ServerError
 from custom_server.metrics import Metrics
 from custom_server.models.base import Model, Tensors
@@ -59,6 +61,29 @@ def batch_key(inputs: Tensors, outputs: tuple[str, ...] | None) -> tuple[Hashabl
     return (tuple(parts), outputs), rows
 
 
+class Admission:
+    """A place in the queue, taken before a request's body is read (so a full queue refuses at once,
+    without reading or parsing it) and handed to ``Batcher.infer``. Released on exit if unused."""
+
+    __slots__ = ("_batcher", "held")
+
+    def __init__(self, batcher: Batcher) -> None:
+        self._batcher = batcher
+        self.held = True
+
+    def release(self) -> None:
+        """Give the place back (idempotent)."""
+        if self.held:
+            self.held = False
+            self._batcher._admitted -= 1
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class Batcher:
     """The queue and batch loop of one model."""
 
@@ -72,8 +97,11 @@ class Batcher:
         max_batch_delay_s: float,
         max_queue_size: int,
         concurrency: int,
+        policy: CostPolicy | None = None,
     ) -> None:
         self._model = model
+        self._policy = policy  # None: the limit stays max_batch_size
+        self._policy_lock = threading.Lock()
         self._executor = executor
         self._metrics = metrics
         self._max_batch_size = max_batch_size if model.supports_batching else 1
@@ -86,6 +114,14 @@ class Batcher:
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._admitted = 0  # requests admitted but not queued yet (their bodies are being read)
+
+    @property
+    def batch_limit(self) -> int:
+        """Most rows one model call merges now: ``MAX_BATCH_SIZE``, or the cost policy's choice."""
+        if self._policy is None or self._max_batch_size <= 1:
+            return self._max_batch_size
+        return self._policy.limit
 
     @property
     def queued(self) -> int:
@@ -108,17 +144,32 @@ class Batcher:
         if not self._model.supports_batching:
             self._max_batch_size = 1
 
-    async def infer(self, inputs: Tensors, outputs: Sequence[str] | None) -> Tensors:
-        """Queue one request and wait for its outputs."""
+    def _check_capacity(self) -> None:
         if self._closed:
             self._metrics.shed_request("draining")
             raise ModelNotReady("the server is shutting down")
-        if len(self._queue) >= self._max_queue:
+        waiting = len(self._queue) + self._admitted
+        if waiting >= self._max_queue:
             self._metrics.shed_request("queue_full")
             raise Overloaded(
-                f"model {self._model.name!r} is overloaded: {len(self._queue)} requests are waiting "
+                f"model {self._model.name!r} is overloaded: {waiting} requests are waiting "
                 f"(MAX_QUEUE_SIZE={self._max_queue}); retry later"
             )
+
+    def admit(self) -> Admission:
+        """A place in the queue for a request about to be read, or 429 (503 when closed) at once."""
+        self._check_capacity()
+        self._admitted += 1
+        return Admission(self)
+
+    async def infer(
+        self, inputs: Tensors, outputs: Sequence[str] | None, admission: Admission | None = None
+    ) -> Tensors:
+        """Queue one request (in the place ``admission`` holds, if given) and wait for its outputs."""
+        if admission is not None and admission.held and not self._closed:
+            admission.release()  # the queue entry below takes its place
+        else:
+            self._check_capacity()
         wanted = tuple(outputs) if outputs else None
         merged = batch_key(inputs, wanted) if self._max_batch_size > 1 else None
         key, rows = merged if merged is not None else (None, 0)
@@ -172,7 +223,7 @@ class Batcher:
         first = queue[0]
         if first.key is not None and self._max_delay > 0:
             deadline = first.enqueued + self._max_delay
-            while self._rows_waiting(first.key) < self._max_batch_size:
+            while self._rows_waiting(first.key) < self.batch_limit:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -181,13 +232,14 @@ class Batcher:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
         batch = [queue.popleft()]
         if first.key is not None:
+            limit = self.batch_limit
             rows = first.rows
             while queue:
                 head = queue[0]
                 if head.future.done():
                     queue.popleft()
                     continue
-                if head.key != first.key or rows + head.rows > self._max_batch_size:
+                if head.key != first.key or rows + head.rows > limit:
                     break
                 rows += head.rows
                 batch.append(queue.popleft())
@@ -263,6 +315,10 @@ class Batcher:
             logger.exception("model %r failed on a batch of %d row(s)", self._model.name, rows)
             return InferenceError(f"model {self._model.name!r} failed: {type(exc).__name__}")
         finally:
-            self._metrics.model_inference_duration.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            if self._policy is not None:
+                with self._policy_lock:  # inference threads may finish at once
+                    self._policy.observe(rows, elapsed)
+            self._metrics.model_inference_duration.observe(elapsed)
             self._metrics.model_batch_size.observe(rows)
             self._metrics.model_batch_requests.observe(requests)

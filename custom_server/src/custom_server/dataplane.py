@@ -10,7 +10,7 @@ import enum
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from custom_server import __version__
-from custom_server.batching import Batcher
+from custom_server.batching import Admission, Batcher
+from custom_server.batchsize import CostPolicy
+from custom_server.decoding import Decoder
 from custom_server.errors import InvalidInput, ModelNotFound, ModelNotReady, ValidationFailed
 from custom_server.metrics import Metrics
 from custom_server.models.base import Model, Tensors
@@ -39,6 +41,17 @@ class ModelState(enum.StrEnum):
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedInfer:
+    """A v2 inference request decoded and checked, ready to queue: the request without its tensor
+    data (so the parsed JSON is freed), the input arrays and the outputs asked for."""
+
+    model: Model
+    request: InferenceRequest
+    inputs: Tensors
+    requested: tuple[str, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +83,11 @@ class DataPlane:
             max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
             concurrency=settings.inference_threads,
+            policy=CostPolicy(settings.max_batch_size, settings.max_latency_ms / 1000.0)
+            if settings.batch_policy == "cost"
+            else None,
         )
+        self.decoder = Decoder(settings.max_parsing_bytes)
         self._load_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -78,6 +95,7 @@ class DataPlane:
     async def start(self) -> None:
         """Start batching and begin loading the model in the background (the server is live meanwhile)."""
         self.batcher.start()
+        self.decoder.start()
         self._load_task = asyncio.get_running_loop().create_task(self._load(), name="load-model")
 
     async def wait_loaded(self) -> None:
@@ -125,6 +143,7 @@ class DataPlane:
             self._load_task.cancel()
         await self.batcher.close(timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.decoder.close()
 
     # --- health ------------------------------------------------------------------------------------
 
@@ -179,26 +198,37 @@ class DataPlane:
             raise ModelNotReady(f"model {self.model.name!r} failed to load: {self.load_error}")
         raise ModelNotReady(f"model {self.model.name!r} is loading")
 
-    async def infer(
+    def admit(self) -> Admission:
+        """Before reading a request: 503 unless the model is loaded, 429 if the queue is full. The
+        place returned is taken in the queue by ``run_infer``/``run_predict`` (released on exit)."""
+        self._check_ready()
+        return self.batcher.admit()
+
+    def prepare_infer(
         self,
         name: str,
         version: str | None,
         request: InferenceRequest,
         binary: Sequence[bytes | memoryview | None] | None = None,
-    ) -> InferenceResult:
-        """Run a v2 inference request. ``binary[i]`` is input i's raw bytes (binary tensor extension)."""
+        decoded: Mapping[int, np.ndarray] | None = None,
+    ) -> PreparedInfer:
+        """Decode and check a v2 request. ``binary[i]`` is input i's raw bytes (binary tensor extension,
+        or gRPC ``raw_input_contents``); ``decoded[i]`` input i's array, decoded already (a big body's
+        JSON data, decoded in the helper process)."""
         model = self.get_model(name, version)
-        self._check_ready()
         inputs: Tensors = {}
         for index, item in enumerate(request.inputs):
             field = f"inputs[{index}]"
             if item.name in inputs:
                 raise InvalidInput(f"{field}.name: input {item.name!r} is given twice")
-            raw = binary[index] if binary is not None else None
+            raw = binary[index] if binary is not None and index < len(binary) else None
+            ready = decoded.get(index) if decoded is not None else None
             if raw is not None:
-                if item.data is not None:
+                if item.data is not None or ready is not None:
                     raise InvalidInput(f"{field}: has both data and parameters.binary_data_size")
                 inputs[item.name] = decode_binary_data(field, item.datatype, item.shape, raw)
+            elif ready is not None:
+                inputs[item.name] = ready
             elif item.data is None:
                 raise InvalidInput(f"{field}.data: missing (and no parameters.binary_data_size)")
             else:
@@ -208,15 +238,31 @@ class DataPlane:
         if requested is not None and len(set(requested)) != len(requested):
             raise InvalidInput("outputs: an output is requested twice")
         model.check_outputs(requested)
-        result = await self.batcher.infer(inputs, requested)
-        names = requested or tuple(result)
-        return InferenceResult(model.name, model.version, request.id, [(n, result[n]) for n in names])
+        return PreparedInfer(model, request.model_copy(update={"inputs": []}), inputs, requested)
 
-    async def predict(self, instances: list[Any]) -> tuple[Model, Tensors]:
-        """Run the seed's ``/predict``: rows in, the model's outputs (same rows) back."""
-        model = self.model
+    async def run_infer(self, prepared: PreparedInfer, admission: Admission | None = None) -> InferenceResult:
+        """Queue a prepared request and wait for its outputs."""
+        model = prepared.model
         self._check_ready()
-        array = instances_array(instances)
+        result = await self.batcher.infer(prepared.inputs, prepared.requested, admission)
+        names = prepared.requested or tuple(result)
+        return InferenceResult(model.name, model.version, prepared.request.id, [(n, result[n]) for n in names])
+
+    async def infer(
+        self,
+        name: str,
+        version: str | None,
+        request: InferenceRequest,
+        binary: Sequence[bytes | memoryview | None] | None = None,
+    ) -> InferenceResult:
+        """Run a v2 inference request. ``binary[i]`` is input i's raw bytes (binary tensor extension)."""
+        self.get_model(name, version)
+        self._check_ready()
+        return await self.run_infer(self.prepare_infer(name, version, request, binary))
+
+    def prepare_predict(self, array: np.ndarray) -> Tensors:
+        """Check the seed's ``/predict`` rows (``instances`` as one array) against the model's input."""
+        model = self.model
         if array.dtype.kind == "f" and array.dtype != model.json_float_dtype:
             array = array.astype(model.json_float_dtype)
         if len(model.inputs) > 1:
@@ -235,9 +281,14 @@ class DataPlane:
                     else ""
                 )
                 raise ValidationFailed(message, [{"loc": ["body", "instances"], "msg": message, "type": "value_error"}])
-        inputs = {model.inputs[0].name if model.inputs else "instances": array}
+        return {model.inputs[0].name if model.inputs else "instances": array}
+
+    async def run_predict(self, inputs: Tensors, admission: Admission | None = None) -> tuple[Model, Tensors]:
+        """Queue prepared ``/predict`` rows; the model's outputs (same rows)."""
+        model = self.model
+        self._check_ready()
         try:
-            return model, await self.batcher.infer(inputs, None)
+            return model, await self.batcher.infer(inputs, None, admission)
         except InvalidInput as exc:
             if isinstance(exc, ValidationFailed):
                 raise
@@ -247,3 +298,8 @@ class DataPlane:
             raise ValidationFailed(
                 message, [{"loc": ["body", "instances"], "msg": message, "type": "value_error"}]
             ) from None
+
+    async def predict(self, instances: list[Any]) -> tuple[Model, Tensors]:
+        """Run the seed's ``/predict``: rows in, the model's outputs (same rows) back."""
+        self._check_ready()
+        return await self.run_predict(self.prepare_predict(instances_array(instances)))

@@ -19,16 +19,17 @@ import math
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors import Multiprocess, multiprocess
 
 from custom_server import __version__
 from custom_server.dataplane import DataPlane
@@ -36,6 +37,7 @@ from custom_server.logs import configure_logging, flush_logging
 from custom_server.metrics import Metrics
 from custom_server.models import create_model
 from custom_server.rest import create_app
+from custom_server.rest.protocol import ConnectionLimits
 from custom_server.settings import Settings
 
 logger = logging.getLogger("custom_server.server")
@@ -52,7 +54,29 @@ def build_app(settings: Settings) -> FastAPI:
     def drain_on_sigterm(_: FastAPI) -> contextlib.AbstractAsyncContextManager[None]:
         return _drain_on_sigterm(data_plane, settings.shutdown_delay_s)
 
-    return create_app(settings, data_plane, lifespan_hooks=[_flush_logs_at_exit, drain_on_sigterm])
+    def serve_grpc(app: FastAPI) -> contextlib.AbstractAsyncContextManager[None]:
+        return _serve_grpc(app, settings, data_plane)
+
+    return create_app(
+        settings,
+        data_plane,
+        lifespan_hooks=[_flush_logs_at_exit, drain_on_sigterm],
+        serving_hooks=[serve_grpc] if settings.grpc_port else [],
+    )
+
+
+@contextlib.asynccontextmanager
+async def _serve_grpc(app: FastAPI, settings: Settings, data_plane: DataPlane) -> AsyncIterator[None]:
+    """The gRPC front end on the same data plane and loop; it stops accepting at SIGTERM."""
+    from custom_server.grpc.server import GrpcServer
+
+    server = GrpcServer(settings, data_plane)
+    await server.start()
+    app.state.stop_accepting.append(server.stop_accepting)
+    try:
+        yield
+    finally:
+        await server.stop()
 
 
 @contextlib.asynccontextmanager
@@ -104,13 +128,19 @@ async def _drain_on_sigterm(data_plane: DataPlane, delay: float) -> AsyncIterato
             signal.signal(signal.SIGTERM, previous)
 
 
+class _Config(uvicorn.Config):
+    """uvicorn's config plus the connection limits our HTTP protocol reads (pickled to workers)."""
+
+    connection_limits: ConnectionLimits
+
+
 def _uvicorn_config(settings: Settings, app: Any, **extra: Any) -> uvicorn.Config:
-    return uvicorn.Config(
+    config = _Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="auto",
-        http="auto",
+        http="custom_server.rest.protocol:ServerHttpProtocol",
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -121,6 +151,47 @@ def _uvicorn_config(settings: Settings, app: Any, **extra: Any) -> uvicorn.Confi
         backlog=2048,
         **extra,
     )
+    config.connection_limits = ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        timeout_headers_s=settings.timeout_headers_s,
+    )
+    return config
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, closing its listeners as soon as SIGTERM/SIGINT arrives: uvicorn notices the
+    signal on its next tick (up to 0.1 s later, more while the loop is busy), and connections accepted
+    meanwhile would be reset when it closes them."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None and not self._loop.is_closed():
+            # Signal handlers may interrupt the loop anywhere: hand the work to it.
+            self._loop.call_soon_threadsafe(self._stop_listening)
+
+    def _stop_listening(self) -> None:
+        for server in getattr(self, "servers", ()):
+            server.close()
+        state = getattr(self.config.loaded_app, "state", None)
+        for stop in getattr(state, "stop_accepting", ()):
+            stop()
+
+
+class _Process(multiprocess.Process):
+    """A worker process running ``_Server`` (uvicorn's runs its own ``Server``)."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = _Server(config=self.config)
+        return self._server
 
 
 class ModelServer:
@@ -145,7 +216,7 @@ class ModelServer:
 
     def _run_single(self) -> int:
         config = _uvicorn_config(self.settings, build_app(self.settings))
-        server = uvicorn.Server(config)
+        server = _Server(config)
         # uvicorn re-raises the signal that stopped it once it has shut down; with handlers that do
         # nothing installed first, a graceful shutdown ends the process with status 0.
         with _quiet_signals():
@@ -167,7 +238,9 @@ class ModelServer:
                 self.settings, "custom_server.server:app_from_env", factory=True, workers=self.settings.workers
             )
             sock = config.bind_socket()
-            _Supervisor(config, sockets=[sock]).run()
+            # uvicorn's supervisor makes its workers with the module's ``Process``: make them run ours.
+            with _patched(multiprocess, "Process", _Process):
+                _Supervisor(config, sockets=[sock]).run()
             return 0
         finally:
             if created is not None:
@@ -176,12 +249,41 @@ class ModelServer:
 
 class _Supervisor(Multiprocess):
     """uvicorn's worker supervisor, closing its own copy of the listening socket on SIGTERM/SIGINT:
-    otherwise the kernel keeps accepting connections into a queue no worker will ever read."""
+    otherwise the kernel keeps accepting connections into a queue no worker will ever read. It does
+    so in the signal handler itself: uvicorn handles signals between worker health checks, which can
+    take seconds while a worker is busy."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self._signalled = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        self._signalled = True
+        self._close_sockets()
+        # The workers hold the socket too: pass the signal on now, so that they close it at once.
+        for process in self.processes:
+            pid = process.pid
+            if pid is not None and process.process.exitcode is None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+        self.signal_queue.append(sig)
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:
             with contextlib.suppress(OSError):
                 sock.close()
+
+    def keep_subprocess_alive(self) -> None:
+        if self._signalled:
+            return  # stopping: a worker that ended must not be replaced
+        try:
+            super().keep_subprocess_alive()
+        except (ValueError, OSError):
+            if not self._signalled:
+                raise
+            # the signal came during the check and closed the socket a replacement would need
 
     def handle_term(self) -> None:
         self._close_sockets()
@@ -190,6 +292,16 @@ class _Supervisor(Multiprocess):
     def handle_int(self) -> None:
         self._close_sockets()
         super().handle_int()
+
+
+@contextlib.contextmanager
+def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
 
 
 @contextlib.contextmanager

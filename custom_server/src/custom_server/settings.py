@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     # --- HTTP ------------------------------------------------------------------------------------
     host: str = Field(default="0.0.0.0", description="Address to listen on.")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port (the container port).")
+    grpc_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol over gRPC (and of `grpc.health.v1` for gRPC "
+        "probes); 0 turns gRPC off. Messages are limited to `MAX_REQUEST_BYTES`.",
+    )
     workers: int = Field(
         default=1,
         ge=1,
@@ -132,12 +139,54 @@ class Settings(BaseSettings):
         ge=1,
         description="Seconds an idle keep-alive connection stays open.",
     )
+    timeout_headers_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds a client has to send a request line and headers, counted from the "
+        "connection's opening or the request's first byte. Then the connection is closed (with 408 if a "
+        "request was half sent).",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request line plus headers; past it the server answers 431 and closes the "
+        "connection without reading the rest.",
+    )
+    max_headers: int = Field(
+        default=100,
+        ge=8,
+        le=10_000,
+        description="Most header fields in one request; more get 431.",
+    )
+    max_parsing_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of request JSON handed at once to the decoding helper process, per worker. JSON "
+        "over 64 KiB is parsed there, off the event loop, and only its arrays come back; beyond this "
+        "budget bodies wait their turn (a larger one goes alone), so memory for decoding stays bounded.",
+    )
 
     # --- batching and load shedding --------------------------------------------------------------
     max_batch_size: int = Field(
         default=32,
         ge=1,
-        description="Most rows (first-axis items) merged into one model call; 1 turns batching off.",
+        description="Most rows (first-axis items) merged into one model call with `BATCH_POLICY=fixed`; "
+        "the starting limit with `cost`. 1 turns batching off.",
+    )
+    batch_policy: Literal["cost", "fixed"] = Field(
+        default="cost",
+        description="`cost`: the rows per model call follow the model's measured cost (a fixed part per "
+        "call plus a part per row): the largest batch whose call fits `MAX_LATENCY_MS`, at most 4096 rows. "
+        "`fixed`: at most `MAX_BATCH_SIZE` rows.",
+    )
+    max_latency_ms: float = Field(
+        default=50.0,
+        gt=0,
+        le=60_000,
+        description="With `BATCH_POLICY=cost`, the longest one model call may take: batches grow while "
+        "the model's measured cost says a call stays within it.",
     )
     max_batch_delay_ms: float = Field(
         default=0.0,
@@ -241,6 +290,12 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
             raise ValueError(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
         return device
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        if self.grpc_port == self.port:
+            raise ValueError(f"GRPC_PORT and PORT are both {self.port}: give gRPC its own port (or 0 to turn it off)")
+        return self
 
     @model_validator(mode="after")
     def _resolve_format(self) -> Settings:

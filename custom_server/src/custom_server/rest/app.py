@@ -101,21 +101,24 @@ def create_app(
     data_plane: DataPlane,
     *,
     lifespan_hooks: Sequence[LifespanHook] = (),
+    serving_hooks: Sequence[LifespanHook] = (),
 ) -> FastAPI:
-    """The REST app for one data plane. Its lifespan starts the data plane (model loading in the
-    background) and drains it at shutdown."""
+    """The REST app for one data plane. Its lifespan runs ``lifespan_hooks``, starts the data plane
+    (model loading in the background), then ``serving_hooks`` (other front ends on the same data
+    plane); at shutdown they end in reverse order, so the data plane drains after its front ends."""
     hooks = tuple(lifespan_hooks)
+    front_ends = tuple(serving_hooks)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            await data_plane.start()
             for hook in hooks:
                 await stack.enter_async_context(hook(app))
-            try:
-                yield
-            finally:
-                await data_plane.stop(settings.graceful_timeout_s)
+            await data_plane.start()
+            stack.push_async_callback(data_plane.stop, settings.graceful_timeout_s)
+            for hook in front_ends:
+                await stack.enter_async_context(hook(app))
+            yield
 
     app = FastAPI(
         title="creativeflow.ai_serving model server",
@@ -129,6 +132,8 @@ def create_app(
     )
     app.state.data_plane = data_plane
     app.state.settings = settings
+    #: Called from the SIGTERM handler (through the event loop) to refuse new work at once.
+    app.state.stop_accepting = []
     endpoints = Endpoints(data_plane)
     route = app.add_api_route
 

@@ -72,6 +72,11 @@ def _messages(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str, st
     return out
 
 
+def validation_message(exc: ValidationError) -> str:
+    """One line naming each bad field of a pydantic validation error (``inputs[0].shape: ...``)."""
+    return _summary(_messages(exc))
+
+
 def _summary(errors: list[tuple[tuple[str | int, ...], str, str]]) -> str:
     parts = [f"{location(loc)}: {message}" for loc, message, _ in errors[:_MAX_REPORTED_ERRORS]]
     if len(errors) > _MAX_REPORTED_ERRORS:
@@ -91,27 +96,32 @@ def parse_predict(body: bytes) -> PredictRequest:
         raise ValidationFailed(_summary(errors), detail) from None
 
 
-def parse_infer(body: bytes, header_length: str | None) -> tuple[InferenceRequest, list[memoryview | None] | None]:
-    """A v2 inference body (JSON, or JSON + binary tensors); 400 naming each bad field."""
-    binary_part: memoryview | None = None
-    json_part: bytes = body
-    if header_length is not None:
-        try:
-            size = int(header_length)
-        except ValueError:
-            raise InvalidInput(f"header Inference-Header-Content-Length: {header_length!r} is not a number") from None
-        if size < 0 or size > len(body):
-            raise InvalidInput(
-                f"header Inference-Header-Content-Length: {size} is outside the body's {len(body)} bytes"
-            )
-        view = memoryview(body)
-        json_part, binary_part = bytes(view[:size]), view[size:]
+def split_infer_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview | None]:
+    """A v2 body's JSON part and binary part (binary tensor extension, when the header is given)."""
+    if header_length is None:
+        return body, None
     try:
-        request = InferenceRequest.model_validate_json(json_part)
+        size = int(header_length)
+    except ValueError:
+        raise InvalidInput(f"header Inference-Header-Content-Length: {header_length!r} is not a number") from None
+    if size < 0 or size > len(body):
+        raise InvalidInput(f"header Inference-Header-Content-Length: {size} is outside the body's {len(body)} bytes")
+    view = memoryview(body)
+    return bytes(view[:size]), view[size:]
+
+
+def parse_infer_json(json_part: bytes) -> InferenceRequest:
+    """A v2 request's JSON; 400 naming each bad field."""
+    try:
+        return InferenceRequest.model_validate_json(json_part)
     except ValidationError as exc:
         raise InvalidInput(_summary(_messages(exc))) from None
+
+
+def binary_chunks(request: InferenceRequest, binary_part: memoryview | None) -> list[memoryview | None] | None:
+    """Each input's raw bytes out of the binary part (None for inputs given as JSON data)."""
     if binary_part is None:
-        return request, None
+        return None
     chunks: list[memoryview | None] = []
     offset = 0
     for index, item in enumerate(request.inputs):
@@ -130,7 +140,14 @@ def parse_infer(body: bytes, header_length: str | None) -> tuple[InferenceReques
         offset += size_value
     if offset != len(binary_part):
         raise InvalidInput(f"body: {len(binary_part) - offset} binary byte(s) belong to no input")
-    return request, chunks
+    return chunks
+
+
+def parse_infer(body: bytes, header_length: str | None) -> tuple[InferenceRequest, list[memoryview | None] | None]:
+    """A v2 inference body (JSON, or JSON + binary tensors); 400 naming each bad field."""
+    json_part, binary_part = split_infer_body(body, header_length)
+    request = parse_infer_json(json_part)
+    return request, binary_chunks(request, binary_part)
 
 
 def _wants_binary(request: InferenceRequest) -> tuple[bool, set[str]]:

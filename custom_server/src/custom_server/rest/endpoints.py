@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from custom_server.dataplane import DataPlane
-from custom_server.rest.codec import HEADER_LENGTH, JSONResponse, infer_response, parse_infer, parse_predict
+from custom_server.decoding import decode_infer_json, decode_predict_json
+from custom_server.rest.codec import HEADER_LENGTH, JSONResponse, binary_chunks, infer_response, split_infer_body
 
 
 def _json(content: Any, status_code: int = 200) -> Response:
@@ -42,8 +43,12 @@ class Endpoints:
 
     async def predict(self, request: Request) -> Response:
         """Predict: ``{"instances": [...]}`` -> ``{"predictions": [...]}``, one per instance."""
-        parsed = parse_predict(await request.body())
-        model, outputs = await self.data_plane.predict(parsed.instances)
+        plane = self.data_plane
+        with plane.admit() as admission:  # 503/429 before the body is read
+            body = await request.body()
+            array = await plane.decoder.decode(len(body), decode_predict_json, body)
+            del body
+            model, outputs = await plane.run_predict(plane.prepare_predict(array), admission)
         predictions: Any = next(iter(outputs.values())) if len(outputs) == 1 else outputs
         return _json({"predictions": predictions, "model_name": model.name, "model_version": model.version})
 
@@ -95,10 +100,18 @@ class Endpoints:
         return await self._infer(request, model_name, model_version)
 
     async def _infer(self, request: Request, model_name: str, model_version: str | None) -> Response:
-        self.data_plane.get_model(model_name, model_version)
-        parsed, binary = parse_infer(await request.body(), request.headers.get(HEADER_LENGTH))
-        result = await self.data_plane.infer(model_name, model_version, parsed, binary)
-        return infer_response(result, parsed)
+        plane = self.data_plane
+        plane.get_model(model_name, model_version)
+        with plane.admit() as admission:  # 503/429 before the body is read
+            body = await request.body()
+            json_part, binary_part = split_infer_body(body, request.headers.get(HEADER_LENGTH))
+            del body
+            decoded = await plane.decoder.decode(len(json_part), decode_infer_json, json_part)
+            del json_part
+            chunks = binary_chunks(decoded.request, binary_part)
+            prepared = plane.prepare_infer(model_name, model_version, decoded.request, chunks, decoded.arrays)
+            result = await plane.run_infer(prepared, admission)
+        return infer_response(result, prepared.request)
 
     # --- operations --------------------------------------------------------------------------------
 
