@@ -106,7 +106,7 @@ node_preflight() {
     die "network interface ${REAL_BRIDGE} already exists and is not this cluster's: delete it (ip link del ${REAL_BRIDGE}) or pick another name with AI_SERVING_REAL_NODE_BRIDGE"
   fi
   local route
-  route=$(ip route show to match "$(real_gateway)" | grep -v '^default' | head -n 1)
+  route=$(ip route show to match "$(real_gateway)" | grep -v '^default' | head -n 1 || true)
   [[ -z "${route}" ]] ||
     die "the real node's pod range ${REAL_POD_CIDR} is already routed on this machine (${route}): pick another with AI_SERVING_REAL_POD_CIDR"
 }
@@ -364,7 +364,6 @@ clientConnection: {kubeconfig: ${NODE_DIR}/kube-proxy.kubeconfig}
 hostnameOverride: ${REAL_NODE_NAME}
 mode: iptables
 clusterCIDR: ${REAL_POD_CIDR}
-bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:${PROXY_HEALTHZ_PORT}
 metricsBindAddress: 127.0.0.1:${PROXY_METRICS_PORT}
 oomScoreAdj: 0
@@ -409,8 +408,8 @@ node_up() {
   save_sysctls
   # kube-proxy's ClusterIP rules for pod-to-Service traffic on the bridge, and forwarding.
   modprobe br_netfilter 2>/dev/null || true
-  sysctl -qw net.ipv4.ip_forward=1 >/dev/null
-  [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] && sysctl -qw net.bridge.bridge-nf-call-iptables=1 >/dev/null
+  echo 1 >/proc/sys/net/ipv4/ip_forward
+  [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] && echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
   ensure_bridge
   if [[ " ${dead} " == *" registry "* ]]; then start_registry; fi
   push_pause

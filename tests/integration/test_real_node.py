@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cluster_lifecycle import live_processes
+from test_cluster_lifecycle import live_processes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO_ROOT / "cluster" / "cluster.sh"
@@ -30,6 +30,8 @@ REAL_TOLERATION = {"key": "creativeflow.ai/real-node", "operator": "Exists", "ef
 RUN_DIR = Path(os.environ.get("AI_SERVING_REAL_NODE_RUN_DIR", "/run/creativeflow-ai-serving"))
 
 pytestmark = pytest.mark.local_cluster
+# Local addresses only: no proxy from the environment in between.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def sh(*args, env: dict | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -123,7 +125,7 @@ def test_pod_from_local_registry_serves_through_a_service(kubectl, namespace, py
     # The readiness probe's requests reached the real server: its access log says so.
     logs = wait_for(lambda: (out := kubectl("logs", "-n", namespace, "web").stdout).count("GET /hello.txt") and out,
                     30, "probe requests in the pod's log")
-    assert "kube-probe" in logs or "GET /hello.txt" in logs
+    assert '"GET /hello.txt HTTP/1.1" 200' in logs
     assert kubectl("exec", "-n", namespace, "web", "--", "python3", "-c", "print(6 * 7)").stdout.strip() == "42"
 
     # Through the API server's service proxy, as a controller that reaches only the API would ask.
@@ -136,13 +138,12 @@ def test_pod_from_local_registry_serves_through_a_service(kubectl, namespace, py
 
     def fetch() -> str:
         try:
-            with urllib.request.urlopen(f"http://{cluster_ip}/hello.txt", timeout=2) as resp:
+            with DIRECT.open(f"http://{cluster_ip}/hello.txt", timeout=2) as resp:
                 return resp.read().decode()
         except OSError:
             return ""
 
     assert wait_for(fetch, 30, f"ClusterIP {cluster_ip} from the host").strip() == "hello from web"
-
 
 
 def test_port_forward_reaches_the_pod(kubeconfig, kubectl, namespace, python_image):
@@ -157,7 +158,7 @@ def test_port_forward_reaches_the_pod(kubeconfig, kubectl, namespace, python_ima
         line = forward.stdout.readline()
         match = re.search(r"127\.0\.0\.1:(\d+) ->", line)
         assert match, f"no port from kubectl port-forward: {line!r} {forward.stderr.read() if forward.poll() else ''}"
-        with urllib.request.urlopen(f"http://127.0.0.1:{match.group(1)}/", timeout=10) as resp:
+        with DIRECT.open(f"http://127.0.0.1:{match.group(1)}/", timeout=10) as resp:
             assert resp.status == 200 and b"Directory listing" in resp.read()
     finally:
         forward.terminate()
@@ -214,3 +215,16 @@ def test_kill_up_twice_and_down_leaves_nothing(kubeconfig):
     for key, value in saved.items():
         assert Path("/proc/sys", key.replace(".", "/")).read_text().strip() == value, key
     assert not (RUN_DIR / "real-node.owner").exists()
+
+    # With the machine's real node free, a bridge name already taken is refused, naming it, before anything starts.
+    busy = "aisrvbusy0"
+    sh("ip", "link", "add", busy, "type", "dummy")
+    try:
+        other = {"AI_SERVING_CLUSTER_NAME": f"{name}-busy", "AI_SERVING_REAL_NODE_BRIDGE": busy}
+        result = sh(CLUSTER_SH, "up", env=other, check=False)
+        assert result.returncode != 0
+        assert f"network interface {busy} already exists" in result.stderr and "AI_SERVING_REAL_NODE_BRIDGE" in result.stderr
+        assert live_processes(f"/clusters/{name}-busy/") == []
+        sh(CLUSTER_SH, "down", env=other)
+    finally:
+        sh("ip", "link", "del", busy, check=False)
