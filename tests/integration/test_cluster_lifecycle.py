@@ -115,8 +115,9 @@ def test_port_in_use_is_named(throwaway):
 
 def test_second_real_node_is_refused_naming_the_holder(kubeconfig, throwaway):
     """One real node per machine (iptables chains, bridge, sysctls): the session cluster has it."""
-    name, env, _ = throwaway
+    name, env, topology = throwaway
     holder = Path(kubeconfig).parent.name
+    topology.write_text(yaml.safe_dump(SMALL_TOPOLOGY | {"real_node": {"name": "real-0"}}))
     result = run(CLUSTER_SH, "up", env=env | {"AI_SERVING_REAL_NODE": "1"})
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]

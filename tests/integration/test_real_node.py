@@ -98,8 +98,9 @@ def test_real_node_is_ready_and_the_kubelets_own(kubectl):
     assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {})
     assert {"key": "creativeflow.ai/real-node", "value": "true", "effect": "NoSchedule"} in node["spec"]["taints"]
     # The kubelet renews the node's Lease itself.
-    lease = get_json(kubectl, "lease", "-n", "kube-node-lease", REAL_NODE)
-    assert lease["spec"]["holderIdentity"] == REAL_NODE
+    lease = wait_for(lambda: kubectl("get", "lease", "-n", "kube-node-lease", REAL_NODE, "-o", "json", check=False).stdout,
+                     30, "the real node's Lease")
+    assert json.loads(lease)["spec"]["holderIdentity"] == REAL_NODE
 
 
 def test_kubelet_refuses_anonymous_requests(kubectl):
@@ -218,7 +219,7 @@ def test_kill_up_twice_and_down_leaves_nothing(kubeconfig):
 
     # With the machine's real node free, a bridge name already taken is refused, naming it, before anything starts.
     busy = "aisrvbusy0"
-    sh("ip", "link", "add", busy, "type", "dummy")
+    sh("ip", "link", "add", busy, "type", "bridge")
     try:
         other = {"AI_SERVING_CLUSTER_NAME": f"{name}-busy", "AI_SERVING_REAL_NODE_BRIDGE": busy}
         result = sh(CLUSTER_SH, "up", env=other, check=False)
