@@ -3,7 +3,7 @@
 # per-version cache under ~/.cache (never into the repo). Idempotent: a binary
 # that is already cached is not rebuilt.
 #
-#   cluster/build.sh [all|kube|etcd|kwok|helm]...
+#   cluster/build.sh [all|kube|etcd|kwok|helm|pause]...
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,16 +30,21 @@ check_proxy() {
   fi
 }
 
+# The control plane and the real node's kubelet and kube-proxy come from one
+# module (same pin, same dependency versions); only missing binaries are built.
+KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+
 build_kube() {
-  local out="${BIN_DIR}/kube-${KUBE_VERSION}"
-  if [[ -x "${out}/kube-apiserver" && -x "${out}/kube-controller-manager" && -x "${out}/kube-scheduler" ]]; then
-    return 0
-  fi
+  local out="${BIN_DIR}/kube-${KUBE_VERSION}" cmd todo=()
+  for cmd in "${KUBE_CMDS[@]}"; do
+    [[ -x "${out}/${cmd}" ]] || todo+=("${cmd}")
+  done
+  ((${#todo[@]})) || return 0
   require_go
   check_proxy "k8s.io/kubernetes@${KUBE_VERSION}"
   local mod="${CACHE_DIR}/src/kube-${KUBE_VERSION}"
   mkdir -p "${mod}" "${out}"
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler ${KUBE_VERSION} (cold: 15-30 min on 2 cores)"
+  log "building ${todo[*]} ${KUBE_VERSION} (cold: 15-30 min on 2 cores)"
   # k8s.io/kubernetes replaces its staging modules with ./staging paths, so it
   # cannot be `go install`ed; a module of ours pins each of them to its v0.X tag.
   local gomod
@@ -59,7 +64,7 @@ build_kube() {
   } >"${mod}/go.mod"
   (
     cd "${mod}"
-    local pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler)
+    local pkgs=("${todo[@]/#/k8s.io/kubernetes/cmd/}")
     go get "${pkgs[@]/%/@${KUBE_VERSION}}" >/dev/null 2>>"${CACHE_DIR}/go-get.log"
     local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
     local ldflags="-s -w" pkg
@@ -116,15 +121,34 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 }
 
+# The pause container (sandbox) of the real node: pause.c from the pinned
+# k8s.io/kubernetes module, linked statically so the image holds one file.
+build_pause() {
+  local out="${BIN_DIR}/pause-${KUBE_VERSION}"
+  [[ -x "${out}/pause" ]] && return 0
+  command -v gcc >/dev/null || die "gcc not found (the pause image is built from pause.c): run hack/deps.sh"
+  require_go
+  check_proxy "k8s.io/kubernetes@${KUBE_VERSION}"
+  local dir
+  dir=$(go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "${out}"
+  log "building pause (${KUBE_VERSION}, gcc -static)"
+  gcc -Os -static -Wall -Werror -o "${out}/pause.tmp" "${dir}/build/pause/linux/pause.c" ||
+    die "gcc could not build ${dir}/build/pause/linux/pause.c (static: needs libc6-dev)"
+  strip "${out}/pause.tmp"
+  mv "${out}/pause.tmp" "${out}/pause"
+}
+
 targets=("$@")
 [[ ${#targets[@]} -eq 0 ]] && targets=(all)
 for t in "${targets[@]}"; do
   case "${t}" in
-    all) build_etcd; build_kwok; build_kube; build_helm ;;
+    all) build_etcd; build_kwok; build_kube; build_helm; build_pause ;;
     kube) build_kube ;;
+    pause) build_pause ;;
     etcd) build_etcd ;;
     kwok) build_kwok ;;
     helm) build_helm ;;
-    *) die "unknown build target '${t}': use all, kube, etcd, kwok or helm" ;;
+    *) die "unknown build target '${t}': use all, kube, etcd, kwok, helm or pause" ;;
   esac
 done

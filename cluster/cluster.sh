@@ -9,10 +9,15 @@
 #   cluster.sh kubeconfig  print the kubeconfig path (fails if there is no cluster)
 #   cluster.sh status      components and nodes
 #   cluster.sh nodes       make the nodes match the topology file again
+#   cluster.sh registry    print the local image registry's host:port (the real node pulls from it)
+#
+# Beside the simulated nodes, `up` starts one real node (node.sh) unless
+# AI_SERVING_REAL_NODE=0 or the topology file has no real_node.
 #
 # Environment: AI_SERVING_CLUSTER_NAME (default ai-serving), AI_SERVING_TOPOLOGY
 # (default cluster/topology.yaml), AI_SERVING_APISERVER_PORT (default: a free
-# port), AI_SERVING_CACHE_DIR (default ~/.cache/creativeflow-ai-serving).
+# port), AI_SERVING_CACHE_DIR (default ~/.cache/creativeflow-ai-serving),
+# AI_SERVING_REAL_NODE (default 1), and the real node's settings in node.sh.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,6 +41,10 @@ export KWOK_KUBE_VERSION="${KUBE_VERSION}"
 KWOKCTL="${BIN_DIR}/kwok-${KWOK_VERSION}/kwokctl"
 
 kubectl_() { kubectl --kubeconfig "${KUBECONFIG_PATH}" "$@"; }
+# shellcheck source=cluster/node.sh
+. "${here}/node.sh"
+# kwokctl.yaml plus the settings that name this cluster's paths.
+KWOKCTL_CONFIG="${CACHE_DIR}/kwokctl-${NAME}.yaml"
 
 python_() {
   # The project venv has PyYAML; fall back to the system python.
@@ -83,8 +92,9 @@ check_port() {
 }
 
 create_cluster() {
+  { cat "${here}/kwokctl.yaml"; kwokctl_patches; } >"${KWOKCTL_CONFIG}"
   local args=(create cluster --name "${NAME}" --runtime binary
-    --config "${here}/kwokctl.yaml" --config "${here}/stages.yaml"
+    --config "${KWOKCTL_CONFIG}" --config "${here}/stages.yaml"
     --kubeconfig "${CACHE_DIR}/kubeconfig-contexts.yaml" --wait 2m --quiet-pull)
   if [[ -n "${AI_SERVING_APISERVER_PORT:-}" ]]; then
     check_port "${AI_SERVING_APISERVER_PORT}"
@@ -121,7 +131,7 @@ PY
 
 # The versions a cluster was created with; a pin change in versions.env means
 # the cluster must be recreated with the new binaries.
-stamp() { echo "${KUBE_VERSION} ${ETCD_VERSION} ${KWOK_VERSION} $(sha256sum "${here}/kwokctl.yaml" "${here}/stages.yaml" | cut -c1-12 | tr '\n' ' ')"; }
+stamp() { echo "${KUBE_VERSION} ${ETCD_VERSION} ${KWOK_VERSION} $({ cat "${here}/kwokctl.yaml"; kwokctl_patches; } | sha256sum | cut -c1-12) $(sha256sum "${here}/stages.yaml" | cut -c1-12)"; }
 
 sync_nodes() {
   [[ -f "${TOPOLOGY}" ]] || die "topology file ${TOPOLOGY} not found (AI_SERVING_TOPOLOGY)"
@@ -132,6 +142,7 @@ sync_nodes() {
 cmd_up() {
   "${here}/build.sh" all
   command -v kubectl >/dev/null || die "kubectl not found on PATH: install kubectl 1.32 or 1.33"
+  node_preflight
   if [[ -f "${CLUSTER_DIR}/kwok.yaml" && "$(cat "${CLUSTER_DIR}/.stamp" 2>/dev/null)" != "$(stamp)" ]]; then
     log "cluster ${NAME} was made with other versions or settings: recreating it"
     cmd_down
@@ -159,11 +170,13 @@ cmd_up() {
   fi
   wait_api
   sync_nodes
+  node_up
   log "cluster ${NAME} is up: $(kubectl_ get nodes --no-headers | wc -l) nodes, API $(kubectl_ config view -o jsonpath='{.clusters[0].cluster.server}')"
   echo "${KUBECONFIG_PATH}"
 }
 
 cmd_down() {
+  node_down
   if [[ -d "${CLUSTER_DIR}" ]]; then
     log "deleting cluster ${NAME}"
     "${KWOKCTL}" delete cluster --name "${NAME}" >"${CACHE_DIR}/kwokctl-delete.log" 2>&1 || true
@@ -175,7 +188,7 @@ cmd_down() {
     pids=$(pgrep -f "^${c} .*${CLUSTER_DIR}" || true)
     [[ -n "${pids}" ]] && { log "stopping leftover ${c##*/} (${pids//$'\n'/ })"; kill ${pids} 2>/dev/null || true; }
   done
-  rm -rf "${CLUSTER_DIR}"
+  rm -rf "${CLUSTER_DIR}" "${KWOKCTL_CONFIG}"
 }
 
 cmd_kubeconfig() {
@@ -189,6 +202,7 @@ cmd_status() {
   for c in "${COMPONENTS[@]}"; do
     if pid=$(component_pid "${c}"); then echo "${c}: running (pid ${pid})"; else echo "${c}: STOPPED"; fi
   done
+  node_status
   api_ready && kubectl_ get nodes -L nvidia.com/gpu.product || echo "kube-apiserver: not ready"
 }
 
@@ -198,5 +212,6 @@ case "${1:-}" in
   kubeconfig) cmd_kubeconfig ;;
   status) cmd_status ;;
   nodes) wait_api; sync_nodes ;;
-  *) echo "usage: $0 up|down|kubeconfig|status|nodes" >&2; exit 2 ;;
+  registry) node_registry ;;
+  *) echo "usage: $0 up|down|kubeconfig|status|nodes|registry" >&2; exit 2 ;;
 esac

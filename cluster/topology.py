@@ -5,8 +5,13 @@
                                        update changed ones, delete ours that FILE
                                        no longer lists, wait until all are Ready
     topology.py nodes FILE             print the Node objects as a JSON v1 List
+    topology.py real-node FILE         print the real node's name, labels (k=v,...)
+                                       and taints (k=v:Effect,...), one a line;
+                                       nothing when FILE has no real_node
 
 FILE lists pools; a pool is `count` identical nodes named <name>-0, <name>-1...
+Its `real_node` names the one node a real kubelet runs (cluster/node.sh); the
+sync never touches it (it lacks MANAGED_LABEL).
 """
 
 from __future__ import annotations
@@ -60,6 +65,23 @@ def node(name: str, pool: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def real_node(path: str) -> list[str]:
+    """Name, labels and taints of the real node, as the kubelet's flags take them."""
+    with open(path, encoding="utf-8") as fh:
+        spec = (yaml.safe_load(fh) or {}).get("real_node")
+    if not spec:
+        return []
+    if not isinstance(spec, dict) or not spec.get("name"):
+        raise SystemExit(f"{path}: real_node needs a 'name'")
+    labels = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
+    taints = []
+    for taint in spec.get("taints") or []:
+        if not {"key", "effect"} <= set(taint):
+            raise SystemExit(f"{path}: real_node taint {taint!r} needs 'key' and 'effect'")
+        taints.append(f"{taint['key']}={taint.get('value', '')}:{taint['effect']}")
+    return [str(spec["name"]), ",".join(f"{k}={v}" for k, v in labels.items()), ",".join(taints)]
+
+
 def sync(path: str, kubeconfig: str, timeout: float = 300) -> None:
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
@@ -107,6 +129,8 @@ def sync(path: str, kubeconfig: str, timeout: float = 300) -> None:
 def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[1] == "sync":
         sync(argv[2], argv[3])
+    elif len(argv) == 3 and argv[1] == "real-node":
+        print("\n".join(real_node(argv[2])))
     elif len(argv) == 3 and argv[1] == "nodes":
         json.dump({"apiVersion": "v1", "kind": "List", "items": load(argv[2])}, sys.stdout)
     else:

@@ -3,20 +3,46 @@
 # Installs what apt can provide; names what it cannot.
 set -euo pipefail
 missing=()
-command -v python3 >/dev/null || missing+=(python3 python3-venv)
+# need COMMAND PACKAGE: the package that provides a command we run.
+need() { command -v "$1" >/dev/null || missing+=("$2"); }
+need python3 python3
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
-command -v git >/dev/null || missing+=(git)
-command -v curl >/dev/null || missing+=(curl)
+need git git
+need curl curl
 # The image build test: podman/buildah build, Debian's registry serves, debootstrap
 # makes the base image (hack/base_image.sh).
-command -v podman >/dev/null || missing+=(podman)
-command -v buildah >/dev/null || missing+=(buildah)
-command -v docker-registry >/dev/null || missing+=(docker-registry)
-command -v debootstrap >/dev/null || missing+=(debootstrap)
+need podman podman
+need buildah buildah
+need docker-registry docker-registry
+need debootstrap debootstrap
+# The local cluster's real node (cluster/node.sh): container runtime, CNI
+# plugins, the packet filter kube-proxy and `down` drive, gcc for the static pause.
+need containerd containerd
+need runc runc
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/portmap ]] ||
+  missing+=(containernetworking-plugins)
+need iptables iptables
+need conntrack conntrack
+need ipset ipset
+need ip iproute2
+need gcc gcc
+[[ -f /usr/include/stdio.h ]] || missing+=(libc6-dev)
+# Runs as a pipe: the lists are sorted so a package named by two checks appears once.
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sed '/^$/d' | sort -u)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "[deps] installing ${missing[*]}" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get update -qq
+    # One clear error naming what the configured Debian sources do not have.
+    unknown=()
+    for pkg in "${missing[@]}"; do
+      apt-cache show "${pkg}" >/dev/null 2>&1 || unknown+=("${pkg}")
+    done
+    if ((${#unknown[@]})); then
+      echo "[deps] ERROR: no Debian package ${unknown[*]} in the apt sources of this machine; add the Debian bookworm main repository or install it by hand" >&2
+      exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "[deps] ERROR: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2
     exit 1

@@ -27,6 +27,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "local_cluster: needs the project's kwok cluster (topology file, fault stages); "
         "skipped when AI_SERVING_KUBECONFIG names another cluster",
     )
+    config.addinivalue_line(
+        "markers",
+        "cluster_teardown: takes the session's local cluster down; run after every other test",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Every integration test shares the session cluster: the ones that stop it go last.
+    items.sort(key=lambda item: item.get_closest_marker("cluster_teardown") is not None)
 
 
 @pytest.fixture(scope="session")

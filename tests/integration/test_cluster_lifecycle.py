@@ -56,7 +56,8 @@ def throwaway(tmp_path):
     name = f"lifecycle-{uuid.uuid4().hex[:6]}"
     topology = tmp_path / "topology.yaml"
     topology.write_text(yaml.safe_dump(SMALL_TOPOLOGY))
-    env = {"AI_SERVING_CLUSTER_NAME": name, "AI_SERVING_TOPOLOGY": str(topology)}
+    # The session cluster holds the machine's one real node (test_real_node.py).
+    env = {"AI_SERVING_CLUSTER_NAME": name, "AI_SERVING_TOPOLOGY": str(topology), "AI_SERVING_REAL_NODE": "0"}
     yield name, env, topology
     run(CLUSTER_SH, "down", env=env)
 
@@ -110,6 +111,20 @@ def test_port_in_use_is_named(throwaway):
     assert result.returncode != 0
     assert f"port {port}" in result.stderr and "already in use" in result.stderr
     assert live_processes(f"/clusters/{name}/") == []
+
+
+def test_second_real_node_is_refused_naming_the_holder(kubeconfig, throwaway):
+    """One real node per machine (iptables chains, bridge, sysctls): the session cluster has it."""
+    name, env, topology = throwaway
+    holder = Path(kubeconfig).parent.name
+    topology.write_text(yaml.safe_dump(SMALL_TOPOLOGY | {"real_node": {"name": "real-0"}}))
+    result = run(CLUSTER_SH, "up", env=env | {"AI_SERVING_REAL_NODE": "1"})
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and f"belongs to cluster '{holder}'" in errors[0] and "AI_SERVING_REAL_NODE=0" in errors[0]
+    # Refused before anything started.
+    assert live_processes(f"/clusters/{name}/") == []
+    assert run(CLUSTER_SH, "kubeconfig", env=env).returncode != 0
 
 
 def test_missing_go_toolchain_is_one_clear_error(tmp_path):
