@@ -102,7 +102,9 @@ def test_typed_contents_and_request_id(grpc_server: ServerProcess, iris_classifi
         ("oversized", grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     ],
 )
-def test_bad_inputs_get_the_right_status(grpc_server: ServerProcess, build: str, code: grpc.StatusCode, words: str) -> None:
+def test_bad_inputs_get_the_right_status(
+    grpc_server: ServerProcess, build: str, code: grpc.StatusCode, words: str
+) -> None:
     request = pb.ModelInferRequest(model_name="iris")
     tensor = request.inputs.add(name="input-0", datatype="FP64", shape=[3, 4])
     raw = np.asarray(IRIS_ROWS, dtype="<f8").tobytes()
@@ -193,7 +195,8 @@ def test_grpc_and_rest_share_batcher_and_metrics(artifacts: Path, tmp_path: Path
             text = client.get("/metrics").text
     assert metric(text, "custom_server_batch_requests_sum", model="rowsum") == 16
     assert metric(text, "custom_server_batch_requests_count", model="rowsum") < 16  # merged
-    assert metric(text, "custom_server_requests_total", endpoint="/inference.GRPCInferenceService/ModelInfer", code="200") == 16
+    endpoint = "/inference.GRPCInferenceService/ModelInfer"
+    assert metric(text, "custom_server_requests_total", endpoint=endpoint, code="200") == 16
 
 
 def test_generated_code_is_what_the_script_generates(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """Batch size from what the model costs (``BATCH_POLICY=cost``).
 
-A model call costs a fixed part plus a part per row: ``t(rows) ≈ fixed + per_row × rows``. Rows per
+A model call costs a fixed part plus a part per row: ``t(rows) ≈ fixed + per_row * rows``. Rows per
 second, ``rows / t(rows)``, grow with the batch as long as the fixed part is not negligible, so the best
 batch is the largest whose call still fits the latency bound (``MAX_LATENCY_MS``):
-``rows* = (bound − fixed) / per_row``, within [1, ``CEILING_ROWS``]. A cheap linear model (fixed ≈ 0)
+``rows* = (bound - fixed) / per_row``, within [1, ``CEILING_ROWS``]. A cheap linear model (fixed ≈ 0)
 gains nothing from big batches and is not hurt by them; a tree ensemble with a 7 ms fixed cost gains
 up to the bound.
 
@@ -29,7 +29,7 @@ _EVERY = 8
 
 @dataclass(frozen=True, slots=True)
 class CostFit:
-    """``seconds(rows) = fixed_s + per_row_s × rows``."""
+    """``seconds(rows) = fixed_s + per_row_s * rows``."""
 
     fixed_s: float
     per_row_s: float

@@ -148,7 +148,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> Reply:
         """Request id, API key, metrics, the error mapping: around every RPC."""
         started = time.perf_counter()
-        metadata = {key: value for key, value in (context.invocation_metadata() or ())}
+        metadata = dict(context.invocation_metadata() or ())
         given = metadata.get("x-request-id")
         request_id = (
             given

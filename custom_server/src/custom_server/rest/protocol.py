@@ -17,6 +17,7 @@ What it adds to ``HttpToolsProtocol``:
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ class _HeaderFieldsExceeded(Exception):
 
 
 def _response(status: bytes, message: str) -> bytes:
-    body = ('{"error": "%s"}' % message.replace('"', "'")).encode()
+    body = json.dumps({"error": message}).encode()
     return b"".join(
         [
             b"HTTP/1.1 " + status + b"\r\n",
