@@ -150,7 +150,7 @@ def main() -> int:
     if args.cold:
         with tempfile.TemporaryDirectory() as cache:
             seconds = timed(lambda: sh("bash", BUILD_SH, "all", env={"AI_SERVING_CACHE_DIR": cache}))
-        print(f"cold build (etcd, kwok, kube-apiserver/controller-manager/scheduler, modules downloaded): {seconds:.0f} s")
+        print(f"cold build (etcd, kwok, kube-apiserver/controller-manager/scheduler, kubelet, kube-proxy, helm, pause; modules downloaded): {seconds:.0f} s")
 
     sh(CLUSTER_SH, "down", env=env)
     sh(BUILD_SH, "all")
