@@ -21,6 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.runtimes import ServerSpec
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.strategy import (
+    DEFAULT_MAX_SURGE,
+    DEFAULT_MAX_UNAVAILABLE,
+    RECREATE,
+    ROLLING_UPDATE,
+)
 
 Obj = Dict[str, Any]
 Model = Mapping[str, Any]
@@ -193,10 +199,11 @@ def service(spec: ServerSpec, model: Model, settings: Settings) -> List[Obj]:
 def _strategy(model: Model) -> Obj:
     # Both RollingUpdate numbers are always set, so they are ours and a switch to Recreate removes them.
     strategy = model.get("strategy") or {}
-    if strategy.get("type") == "Recreate":
-        return {"type": "Recreate"}
-    rolling = {"maxSurge": strategy.get("max_surge", "25%"), "maxUnavailable": strategy.get("max_unavailable", "25%")}
-    return {"type": "RollingUpdate", "rollingUpdate": rolling}
+    if strategy.get("type") == RECREATE:
+        return {"type": RECREATE}
+    rolling = {"maxSurge": strategy.get("max_surge", DEFAULT_MAX_SURGE),
+               "maxUnavailable": strategy.get("max_unavailable", DEFAULT_MAX_UNAVAILABLE)}
+    return {"type": ROLLING_UPDATE, "rollingUpdate": rolling}
 
 
 def _resources(model: Model) -> Obj:
