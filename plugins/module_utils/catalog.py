@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_objects import DEFAULT_GPU_RESOURCE
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.strategy import (
+    DEFAULT_MAX_SURGE,
+    DEFAULT_MAX_UNAVAILABLE,
     MAX_REPLICAS,
     RECREATE,
     ROLLING_UPDATE,
@@ -687,7 +689,7 @@ def update_availability(entry: Mapping[str, Any]) -> Optional[Tuple[int, int, st
         if kind == RECREATE:
             fewest = min_available_during_update(replicas, RECREATE)
             return fewest, replicas, "%s %d, strategy Recreate" % (source, replicas)
-        surge, unavailable = strategy.get("max_surge", "25%"), strategy.get("max_unavailable", "25%")
+        surge, unavailable = strategy.get("max_surge", DEFAULT_MAX_SURGE), strategy.get("max_unavailable", DEFAULT_MAX_UNAVAILABLE)
         fewest = min_available_during_update(replicas, kind, surge, unavailable)
     except StrategyError:
         return None  # reported by the schema or the strategy rules
