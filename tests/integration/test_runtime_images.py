@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 import image_tools
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils import runtimes
 from image_tools import free_port, http_json, wait_for
 from playbooks import REPO_ROOT, venv_tool
 
@@ -78,10 +79,9 @@ def render_play(runtime: str) -> List[Dict[str, Any]]:
         {"name": "Render the Dockerfile with the role's defaults",
          "ansible.builtin.template": {"src": str(roles / runtime / "templates" / "Dockerfile.j2"),
                                       "dest": "{{ test_out }}/Dockerfile", "mode": "0644"}},
-        {"name": "Write the container's arguments on the test's ports",
-         "ansible.builtin.copy": {"content": "{{ {'args': _%s_args, 'entry': %s_model} | to_json }}" % (runtime, runtime),
-                                  "dest": "{{ test_out }}/run.json", "mode": "0644"},
-         "vars": on_test_ports},
+        {"name": "Write the resolved entry",
+         "ansible.builtin.copy": {"content": "{{ {'entry': %s_model} | to_json }}" % runtime,
+                                  "dest": "{{ test_out }}/run.json", "mode": "0644"}},
     ]
     if runtime == "torchserve":
         tasks.append({"name": "Write config.properties on the test's ports",
@@ -90,7 +90,8 @@ def render_play(runtime: str) -> List[Dict[str, Any]]:
                       "vars": on_test_ports})
     return [{"name": f"Render what the {runtime} role builds and runs", "hosts": "localhost", "connection": "local",
              "gather_facts": False, "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-             "vars_files": [str(roles / runtime / "defaults" / "main.yml"), str(roles / runtime / "vars" / "main.yml")],
+             "vars_files": [str(path) for path in (roles / runtime / "defaults" / "main.yml", roles / runtime / "vars" / "main.yml")
+                            if path.is_file()],
              "tasks": tasks}]
 
 
@@ -107,7 +108,12 @@ def render(runtime: str, entry: Dict[str, Any], ports: Dict[str, int], out: Path
                           env={**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=300)
     assert proc.returncode == 0, f"rendering failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
-    return json.loads((out / "run.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    # The container's arguments come from the runtime's record, as the deploy builds them, on the
+    # test's ports (the role's knobs are its variables without the prefix).
+    knobs = {name[len(runtime) + 1:]: port for name, port in ports.items()}
+    run["args"] = runtimes.server_spec(runtime, run["entry"], knobs).args
+    return run
 
 
 def podman_build(env: Dict[str, str], dockerfile: Path, context: Path, tag: str) -> subprocess.CompletedProcess:
