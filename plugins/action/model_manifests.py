@@ -14,18 +14,6 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils import man
 _SETTINGS = ("namespace", "service_account_name", "pod_labels", "pod_annotations", "service_monitor",
              "service_monitor_labels", "termination_grace_period_seconds", "pre_stop_sleep_seconds",
              "progress_deadline_seconds", "model_fetch_images")
-_ARGUMENT_SPEC = {
-    "runtime": {"type": "str", "required": True},
-    "model": {"type": "dict", "required": True},
-    "knobs": {"type": "dict", "default": {}},
-    "settings": {"type": "dict", "required": True},
-    "config_files": {"type": "dict", "default": {}},
-    "objects": {"type": "bool", "default": False},
-    "replicas": {"type": "int"},
-    "current_replicas": {"type": "int"},
-    "configmap_generator": {"type": "bool", "default": False},
-    "service_monitor_api": {"type": "bool", "default": False},
-}
 
 
 def _settings(values: Dict[str, Any]) -> manifests.Settings:
@@ -51,7 +39,7 @@ class ActionModule(ActionBase):
     def run(self, tmp: Optional[str] = None, task_vars: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         result = super().run(tmp, task_vars)
         del tmp
-        args = self.validate_argument_spec(argument_spec=_ARGUMENT_SPEC)[1]
+        args = self.validate_argument_spec(argument_spec=manifests.ARGUMENT_SPEC)[1]
         try:
             model = args["model"]
             spec = runtimes.server_spec(args["runtime"], model, args["knobs"])

@@ -28,6 +28,22 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.strategy i
     ROLLING_UPDATE,
 )
 
+
+# The options of creativeflow.ai_serving.model_manifests: the action validates its arguments with
+# this, and the module that documents it declares the same (ansible-test checks docs against it).
+ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = {
+    "runtime": {"type": "str", "required": True},
+    "model": {"type": "dict", "required": True},
+    "knobs": {"type": "dict", "default": {}},
+    "settings": {"type": "dict", "required": True},
+    "config_files": {"type": "dict", "default": {}},
+    "objects": {"type": "bool", "default": False},
+    "replicas": {"type": "int"},
+    "current_replicas": {"type": "int"},
+    "configmap_generator": {"type": "bool", "default": False},
+    "service_monitor_api": {"type": "bool", "default": False},
+}
+
 Obj = Dict[str, Any]
 Model = Mapping[str, Any]
 

@@ -129,21 +129,12 @@ objects:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.manifests import ARGUMENT_SPEC
+
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            "runtime": {"type": "str", "required": True},
-            "model": {"type": "dict", "required": True},
-            "knobs": {"type": "dict", "default": {}},
-            "settings": {"type": "dict", "required": True},
-            "config_files": {"type": "dict", "default": {}},
-            "objects": {"type": "bool", "default": False},
-            "replicas": {"type": "int"},
-            "current_replicas": {"type": "int"},
-            "configmap_generator": {"type": "bool", "default": False},
-            "service_monitor_api": {"type": "bool", "default": False},
-        },
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     module.fail_json(msg="creativeflow.ai_serving.model_manifests runs on the controller as an action plugin; "
