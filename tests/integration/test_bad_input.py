@@ -1,0 +1,72 @@
+"""Inputs a careless operator gives the playbooks, refused before anything reaches the cluster.
+
+Each case names the variable and the value in its error (issue 18's "same family" list): the kubeconfig
+path and the context of the inventory, -e model as a dict or a list, a catalog naming a model twice, an
+undeploy into a namespace that does not exist. The cluster is only read.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from playbooks import INVENTORY, run_playbook
+
+MODEL = "image-classifier"
+
+
+def test_a_kubeconfig_path_that_is_not_a_file_is_named_in_full(tmp_path: Path) -> None:
+    missing = tmp_path / "kube" / "config-that-is-not-there"
+    for playbook in ("deploy_model.yml", "undeploy_model.yml", "rollback_model.yml", "bootstrap_cluster.yml"):
+        run = run_playbook(playbook, str(missing), {"model": MODEL})
+        assert run.returncode != 0, run.explain()
+        assert f"ai_serving_kubeconfig is '{missing}', which is not a file" in run.output, run.explain()
+        assert "Nothing was changed" in run.output
+
+
+def test_a_context_the_kubeconfig_does_not_have_is_named_with_those_it_has(kubeconfig: str, core_v1) -> None:
+    contexts = [c["name"] for c in yaml.safe_load(Path(kubeconfig).read_text())["contexts"]]
+    before = sorted(ns.metadata.name for ns in core_v1.list_namespace().items)
+    run = run_playbook("deploy_model.yml", kubeconfig, {"model": MODEL, "ai_serving_context": "no-such-context"})
+    assert run.returncode != 0, run.explain()
+    assert "ai_serving_context is 'no-such-context', which kubeconfig" in run.output, run.explain()
+    assert f"it has: {', '.join(contexts)}" in run.output, run.explain()
+    assert sorted(ns.metadata.name for ns in core_v1.list_namespace().items) == before
+
+
+@pytest.mark.parametrize("value,kind", [({"name": MODEL}, "dict"), ([MODEL], "list")])
+def test_a_model_that_is_not_a_string_is_told_so(kubeconfig: str, value, kind: str) -> None:
+    for playbook in ("deploy_model.yml", "undeploy_model.yml", "rollback_model.yml"):
+        run = run_playbook(playbook, kubeconfig, {"model": value})
+        assert run.returncode != 0, run.explain()
+        assert f"model must be a string, the key of a catalog entry; got a {kind}." in run.output, run.explain()
+    run = run_playbook("render_model.yml", kubeconfig, {"model": value, "dest": "/tmp/never-written"})
+    assert run.returncode != 0, run.explain()
+    assert f"model must be a string, the key of a catalog entry; got a {kind}." in run.output, run.explain()
+    assert not Path("/tmp/never-written").exists()
+
+
+def test_a_catalog_naming_a_model_twice_stops_the_run(kubeconfig: str, tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory"
+    shutil.copytree(INVENTORY, inventory, symlinks=False)
+    catalog = inventory / "group_vars" / "all" / "models.yml"
+    text = catalog.read_text()
+    # The first entry again at the end of the mapping, as a copy-and-paste leaves it.
+    models = yaml.safe_load(text)["ai_serving_models"]
+    entry = yaml.safe_dump({"ai_serving_models": {MODEL: models[MODEL]}}, sort_keys=False).split("\n", 1)[1]
+    catalog.write_text(text.rstrip("\n") + "\n" + entry)
+    run = run_playbook("deploy_model.yml", kubeconfig, {"model": MODEL}, inventory=inventory)
+    assert run.returncode != 0, run.explain()
+    assert "Duplicate" in run.output or "duplicate" in run.output, run.explain()
+    assert MODEL in run.output, run.explain()
+    assert "TASK [" not in run.stdout, run.explain()  # stopped while reading the inventory
+
+
+def test_undeploy_into_a_namespace_that_does_not_exist_says_so(kubeconfig: str) -> None:
+    run = run_playbook("undeploy_model.yml", kubeconfig, {"model": MODEL, "ai_namespace_name": "no-such-namespace"})
+    assert run.returncode != 0, run.explain()
+    assert "Namespace no-such-namespace does not exist in this cluster" in run.output, run.explain()
+    assert "nothing was undeployed" in run.output
