@@ -1,0 +1,237 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The deploy's shared knobs, declared once: name, type, default, bounds, and where they can be set.
+
+Every runtime deploys the same way, so what tunes the deploy (rollout timeout,
+rollback, smoke check, grace periods, labels...) is one list, here, not a copy
+per runtime role. A knob ``X`` is read, most specific first, from:
+
+1. ``-e ai_serving_X=...`` on the command line (or an AWX extra variable): the
+   operator's choice for this run;
+2. the model's catalog entry, ``deploy: {X: ...}`` (after its environment's
+   overrides), for knobs marked ``per_model``;
+3. ``ai_serving_X`` wherever else Ansible has it (inventory, group_vars, play);
+4. the old name ``<runtime>_X`` (one release, with a deprecation warning);
+5. the default below (some default to another variable, e.g. the namespace to
+   ``ai_namespace_name``, which bootstrap_cluster.yml uses too).
+
+Plain Python: :func:`resolve` takes the variables as a mapping and returns
+the values with the warnings; the caller (an action plugin) passes its task
+variables and the extra variables of the run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+PREFIX = "ai_serving_"
+#: The release after which the old per-runtime names stop working.
+LEGACY_REMOVED_IN = "2.0.0"
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    type: str  # int, bool, str, dict, list
+    default: Any
+    description: str
+    #: Settable per model in the catalog entry's ``deploy`` section.
+    per_model: bool = False
+    minimum: Optional[int] = None
+    choices: Tuple[str, ...] = ()
+    pattern: Optional[str] = None
+    #: Variables whose value is the default when set (the first one set wins).
+    default_from: Tuple[str, ...] = ()
+    #: Values never printed (the registry credentials).
+    no_log: bool = False
+
+    @property
+    def variable(self) -> str:
+        return PREFIX + self.name
+
+
+KNOBS: Tuple[Knob, ...] = (
+    Knob("namespace", "str", "ai-serving", "Namespace of the model's objects: the one bootstrap_cluster.yml made.",
+         pattern=_DNS_LABEL, default_from=("ai_namespace_name",)),
+    Knob("service_account_name", "str", "model-server-sa", "ServiceAccount the model's pods run as.",
+         per_model=True, default_from=("ai_namespace_service_account_name",)),
+    Knob("pod_labels", "dict", {}, "Extra labels of the pods (a service mesh, cost allocation, a fault to inject).",
+         per_model=True),
+    Knob("pod_annotations", "dict", {}, "Extra annotations of the pods.", per_model=True),
+    Knob("termination_grace_period_seconds", "int", 60,
+         "Seconds a pod has to finish after SIGTERM; more than pre_stop_sleep_seconds, else the drain is cut short.",
+         per_model=True, minimum=1),
+    Knob("pre_stop_sleep_seconds", "int", 10,
+         "preStop sleep: the pod keeps serving until its endpoint is gone from every Service.", per_model=True,
+         minimum=0),
+    Knob("progress_deadline_seconds", "int", 600, "The Deployment's spec.progressDeadlineSeconds.", per_model=True,
+         minimum=1),
+    Knob("gpu_preflight", "bool", True,
+         "Prove before applying that the GPUs fit the namespace quota and the nodes, rollout surge included.",
+         per_model=True),
+    Knob("rollout_timeout", "int", 600, "Seconds to wait for the new version to be available.", per_model=True,
+         minimum=1),
+    Knob("rollout_fail_fast", "int", 60,
+         "Seconds after which a reason waiting does not cure (CrashLoopBackOff, ImagePullBackOff...) fails the "
+         "rollout; 0 waits for rollout_timeout.", per_model=True, minimum=0),
+    Knob("rollback_on_failure", "bool", True,
+         "Put the previous version back when the new one does not come up.", per_model=True),
+    Knob("smoke_check", "bool", True,
+         "After the rollout, ask the server through its Service (health and the catalog's smoke request).",
+         per_model=True),
+    Knob("service_monitor", "bool", True, "A ServiceMonitor when the Prometheus Operator's CRD is served.",
+         per_model=True),
+    Knob("service_monitor_labels", "dict", {}, "Labels of the ServiceMonitor (what the Prometheus selects).",
+         per_model=True),
+    Knob("image_build", "bool", True, "Build and push the image when the catalog entry has image.build.",
+         per_model=True),
+    Knob("image_builder", "str", "docker", "What builds the image.", choices=("docker", "podman")),
+    Knob("image_registry", "dict", {},
+         "Credentials for the registry's tag look-up (username, password, insecure, validate_certs); pushes use "
+         "the builder's own login.", no_log=True),
+    Knob("model_fetch_images", "dict", {
+        "s3": "amazon/aws-cli:2.17.50",
+        "gs": "gcr.io/google.com/cloudsdktool/google-cloud-cli:494.0.0-slim",
+        "https": "curlimages/curl:8.10.1",
+        "http": "curlimages/curl:8.10.1",
+    }, "Image of the init container that fetches a model.uri, per scheme."),
+)
+
+BY_NAME: Dict[str, Knob] = {knob.name: knob for knob in KNOBS}
+PER_MODEL: Tuple[str, ...] = tuple(knob.name for knob in KNOBS if knob.per_model)
+
+
+class KnobError(ValueError):
+    """A knob's value is not usable; the message names the variable, the value and what is expected."""
+
+
+def catalog_schema() -> Dict[str, Any]:
+    """The JSON Schema of a catalog entry's ``deploy`` section (the per-model knobs)."""
+    properties: Dict[str, Any] = {}
+    for knob in KNOBS:
+        if not knob.per_model:
+            continue
+        schema: Dict[str, Any] = {"type": {"int": "integer", "bool": "boolean", "str": "string",
+                                           "dict": "object", "list": "array"}[knob.type]}
+        if knob.minimum is not None:
+            schema["minimum"] = knob.minimum
+        if knob.choices:
+            schema["enum"] = list(knob.choices)
+        if knob.pattern:
+            schema["pattern"] = knob.pattern
+        properties[knob.name] = schema
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+def _describe(value: Any) -> str:
+    return "'{0}'".format(value) if isinstance(value, str) else repr(value)
+
+
+def _coerce(knob: Knob, value: Any, where: str) -> Any:
+    """``value`` as the knob's type. Strings from ``-e X=Y`` are taken for ints and bools, as Ansible's own bool does."""
+    bad = "{0} is {1}: expected {2}".format
+    if knob.type == "int":
+        if isinstance(value, bool):
+            raise KnobError(bad(where, _describe(value), "a whole number"))
+        try:
+            number = int(value) if not isinstance(value, float) or value.is_integer() else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None:
+            raise KnobError(bad(where, _describe(value), "a whole number"))
+        if knob.minimum is not None and number < knob.minimum:
+            raise KnobError(bad(where, number, "at least {0}".format(knob.minimum)))
+        return number
+    if knob.type == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+        raise KnobError(bad(where, _describe(value), "true or false"))
+    if knob.type == "str":
+        if not isinstance(value, str) or not value:
+            raise KnobError(bad(where, _describe(value), "a non-empty string"))
+        if knob.choices and value not in knob.choices:
+            raise KnobError(bad(where, _describe(value), "one of " + ", ".join(knob.choices)))
+        if knob.pattern and not re.match(knob.pattern, value):
+            raise KnobError(bad(where, _describe(value), "a DNS label (lower-case letters, digits and '-', at most 63)"))
+        return value
+    if knob.type == "dict":
+        if not isinstance(value, Mapping):
+            raise KnobError(bad(where, "a " + type(value).__name__, "a mapping"))
+        return dict(value)
+    if not isinstance(value, (list, tuple)):
+        raise KnobError(bad(where, "a " + type(value).__name__, "a list"))
+    return list(value)
+
+
+@dataclass
+class Resolved:
+    values: Dict[str, Any]
+    #: Knob name -> where its value came from (for --diff and the step lines).
+    sources: Dict[str, str]
+    warnings: List[str]
+
+
+def resolve(runtime: str, variables: Mapping[str, Any], extra_vars: Mapping[str, Any],
+            model_deploy: Optional[Mapping[str, Any]] = None, names: Optional[Sequence[str]] = None) -> Resolved:
+    """The value of every knob (or of ``names``) for a model of ``runtime``.
+
+    ``variables``: every variable the task sees (``task_vars``); ``extra_vars``: the run's ``-e`` variables
+    (also in ``variables``, which is why they are passed apart: they outrank the catalog); ``model_deploy``: the
+    catalog entry's ``deploy`` section, already validated against :func:`catalog_schema`.
+    """
+    model_deploy = model_deploy or {}
+    values: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    warnings: List[str] = []
+    for name in names or [knob.name for knob in KNOBS]:
+        knob = BY_NAME[name]
+        legacy = "{0}_{1}".format(runtime, name)
+        if knob.variable in extra_vars:
+            value, where = extra_vars[knob.variable], "-e " + knob.variable
+        elif legacy in extra_vars:
+            value, where = extra_vars[legacy], "-e " + legacy
+        elif knob.per_model and name in model_deploy:
+            value, where = model_deploy[name], "deploy.{0} of the catalog entry".format(name)
+        elif knob.variable in variables:
+            value, where = variables[knob.variable], knob.variable
+        elif legacy in variables:
+            value, where = variables[legacy], legacy
+        else:
+            value, where = knob.default, "default"
+            for other in knob.default_from:
+                if variables.get(other) not in (None, ""):
+                    value, where = variables[other], other
+                    break
+        if where.endswith(legacy):
+            instead = knob.variable + (" (every model) or deploy.{0} in the model's catalog entry".format(name)
+                                       if knob.per_model else "")
+            warnings.append("{0} is deprecated: set {1} instead; the old name stops working in {2}.".format(
+                legacy, instead, LEGACY_REMOVED_IN))
+        values[name] = _coerce(knob, value, where)
+        sources[name] = where
+    if "termination_grace_period_seconds" in values and "pre_stop_sleep_seconds" in values:
+        grace, sleep = values["termination_grace_period_seconds"], values["pre_stop_sleep_seconds"]
+        if grace <= sleep:
+            raise KnobError(
+                "termination_grace_period_seconds ({0}, from {1}) must be more than pre_stop_sleep_seconds ({2}, from "
+                "{3}): else the drain is cut short".format(grace, sources["termination_grace_period_seconds"], sleep,
+                                                           sources["pre_stop_sleep_seconds"]))
+    return Resolved(values, sources, warnings)
+
+
+def redacted(resolved: Resolved) -> Dict[str, Any]:
+    """The values with the ``no_log`` knobs' secrets masked, for output."""
+    out = dict(resolved.values)
+    for name, value in out.items():
+        if BY_NAME[name].no_log and isinstance(value, Mapping):
+            out[name] = {key: ("********" if key in ("password", "token") else item) for key, item in value.items()}
+    return out
