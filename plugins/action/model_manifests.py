@@ -11,25 +11,11 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import manifests, runtimes
 
-_SETTINGS = ("namespace", "service_account_name", "pod_labels", "pod_annotations", "service_monitor",
-             "service_monitor_labels", "termination_grace_period_seconds", "pre_stop_sleep_seconds",
-             "progress_deadline_seconds", "model_fetch_images")
-
-
 def _settings(values: Dict[str, Any]) -> manifests.Settings:
-    unknown = sorted(set(values) - set(_SETTINGS))
-    if unknown:
-        raise AnsibleActionFail("settings has %s, which model_manifests does not know: it takes %s"
-                                % (", ".join(unknown), ", ".join(_SETTINGS)))
-    if not values.get("namespace"):
-        raise AnsibleActionFail("settings.namespace is required: the namespace of the model's objects")
-    kwargs: Dict[str, Any] = dict(values)
-    for key in ("termination_grace_period_seconds", "pre_stop_sleep_seconds", "progress_deadline_seconds"):
-        if key in kwargs:
-            kwargs[key] = int(kwargs[key])
-    if "service_monitor" in kwargs:
-        kwargs["service_monitor"] = str(kwargs["service_monitor"]).lower() in ("1", "true", "yes", "on")
-    return manifests.Settings(**kwargs)
+    try:
+        return manifests.settings_from(values)
+    except ValueError as err:
+        raise AnsibleActionFail(str(err)) from err
 
 
 class ActionModule(ActionBase):
@@ -50,16 +36,7 @@ class ActionModule(ActionBase):
             node_selector, tolerations = manifests.scheduling(model)
             result.update({
                 "changed": False,
-                "server": {
-                    "container_name": spec.container_name, "command": spec.command, "args": spec.args,
-                    "working_dir": spec.working_dir, "ports": spec.ports, "env": manifests.env(spec, model),
-                    "probe_paths": spec.probe_paths, "probe_timing": manifests.probe_timing(spec, model),
-                    "metrics": spec.metrics, "smoke_paths": spec.smoke_paths, "writable_paths": spec.writable_paths,
-                    "model_mount_path": manifests.model_mount_path(spec, model),
-                    "config_mount_path": spec.config_mount_path, "run_as_user": spec.run_as_user,
-                    "image": manifests.image_reference(model), "labels": manifests.labels(model, spec.runtime),
-                    "selector": manifests.selector(model), "pod_labels": manifests.pod_labels(spec, model, settings),
-                },
+                "server": manifests.server_view(spec, model, settings),
                 "node_selector": node_selector,
                 "tolerations": tolerations,
                 "configmap_name": name,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import (
     AUTH_ARG_SPEC as _CORE_AUTH_ARG_SPEC,
@@ -57,6 +57,15 @@ READ_PERMISSIONS = (
 
 class K8sAccessError(Exception):
     """The API server could not be reached, refused the credentials or the request."""
+
+    #: True when the server did not answer at all (refused, DNS, timeout): the run may retry or say so.
+    unreachable = False
+
+
+class K8sUnreachableError(K8sAccessError):
+    """The API server did not answer (connection refused, DNS, timeout)."""
+
+    unreachable = True
 
 
 def auth_argument_spec() -> Dict[str, Dict[str, Any]]:
@@ -97,11 +106,18 @@ def describe_target(params: Dict[str, Any], host: Optional[str] = None) -> str:
 class KubeReader:
     """Read-only access to the API through kubernetes.core's client; dicts in, dicts out."""
 
-    def __init__(self, module: K8sModule) -> None:
-        self._params = module.params
+    def __init__(self, module: Optional[K8sModule] = None, params: Optional[Dict[str, Any]] = None,
+                 hide: Optional[Callable[[str], None]] = None) -> None:
+        # A module run passes its module; the controller-side action plugins pass
+        # the connection options (params) and a hide callback for tokens.
+        self._params = module.params if module is not None else dict(params or {})
         self.host = ""
+        hide = module.hide if module is not None else (hide or (lambda value: None))
         try:
-            self._client = get_api_client(module=module)
+            if module is not None:
+                self._client = get_api_client(module=module)
+            else:
+                self._client = get_api_client(**{k: v for k, v in self._params.items() if v is not None})
         except Exception as exc:  # CoreException, ConfigException, missing files, connection errors
             if _is_connection_error(exc):
                 raise self._error("connect", exc) from exc
@@ -114,9 +130,9 @@ class KubeReader:
         configuration = self._client.configuration
         self.host = str(getattr(configuration, "host", "") or "")
         for value in (getattr(configuration, "api_key", None) or {}).values():
-            module.hide(str(value))
+            hide(str(value))
             if str(value).startswith("Bearer "):
-                module.hide(str(value)[len("Bearer ") :])
+                hide(str(value)[len("Bearer ") :])
 
     @property
     def target(self) -> str:
@@ -204,7 +220,7 @@ class KubeReader:
                 )
             )
         if _is_connection_error(exc):
-            return K8sAccessError(
+            return K8sUnreachableError(
                 "cannot {0}: the API server is unreachable ({1}): {2}. Check that the cluster is running and that "
                 "kubeconfig/context (or host) point at it".format(what, self.target, reason)
             )

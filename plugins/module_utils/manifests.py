@@ -88,6 +88,28 @@ class Settings:
     model_fetch_images: Dict[str, str] = field(default_factory=dict)
 
 
+SETTINGS_KEYS = ("namespace", "service_account_name", "pod_labels", "pod_annotations", "service_monitor",
+                 "service_monitor_labels", "termination_grace_period_seconds", "pre_stop_sleep_seconds",
+                 "progress_deadline_seconds", "model_fetch_images")
+
+
+def settings_from(values: Mapping[str, Any]) -> Settings:
+    """:class:`Settings` from the role's values (numbers and switches as Ansible templated them)."""
+    unknown = sorted(set(values) - set(SETTINGS_KEYS))
+    if unknown:
+        raise ValueError("settings has %s, which model_manifests does not know: it takes %s"
+                         % (", ".join(unknown), ", ".join(SETTINGS_KEYS)))
+    if not values.get("namespace"):
+        raise ValueError("settings.namespace is required: the namespace of the model's objects")
+    kwargs: Dict[str, Any] = dict(values)
+    for key in ("termination_grace_period_seconds", "pre_stop_sleep_seconds", "progress_deadline_seconds"):
+        if key in kwargs:
+            kwargs[key] = int(kwargs[key])
+    if "service_monitor" in kwargs:
+        kwargs["service_monitor"] = str(kwargs["service_monitor"]).lower() in ("1", "true", "yes", "on")
+    return Settings(**kwargs)
+
+
 # ---- what the objects share ----
 
 
@@ -192,6 +214,20 @@ def replica_count(model: Model, current: Optional[int] = None) -> int:
 
 def _metadata(model: Model, settings: Settings, name: str, object_labels: Mapping[str, str]) -> Obj:
     return {"name": name, "namespace": settings.namespace, "labels": dict(object_labels)}
+
+
+def server_view(spec: ServerSpec, model: Model, settings: Settings) -> Dict[str, Any]:
+    """What the runtime's record makes of the entry: the container, ports, probes, smoke paths, image, labels."""
+    return {
+        "container_name": spec.container_name, "command": spec.command, "args": spec.args,
+        "working_dir": spec.working_dir, "ports": spec.ports, "env": env(spec, model),
+        "probe_paths": spec.probe_paths, "probe_timing": probe_timing(spec, model),
+        "metrics": spec.metrics, "smoke_paths": spec.smoke_paths, "writable_paths": spec.writable_paths,
+        "model_mount_path": model_mount_path(spec, model),
+        "config_mount_path": spec.config_mount_path, "run_as_user": spec.run_as_user,
+        "image": image_reference(model), "labels": labels(model, spec.runtime),
+        "selector": selector(model), "pod_labels": pod_labels(spec, model, settings),
+    }
 
 
 # ---- one function per kind ----

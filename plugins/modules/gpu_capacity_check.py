@@ -443,35 +443,24 @@ rollout:
           type: int
 """
 
-import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit import (
-    DEFAULT_MAX_SURGE,
-    DEFAULT_MAX_UNAVAILABLE,
     DEFAULT_RESOURCE,
     RECREATE,
     ROLLING_UPDATE,
-    CurrentDeployment,
-    FitRequest,
     GpuFitError,
-    RolloutStrategy,
-    check_fit,
-    deployment_pods,
-    deployment_template_spec,
-    label_selector_string,
-    parse_tolerations,
-    pod_spec_request,
+)
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit.cluster import (
+    CapacityCheck,
+    JsonReader,
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_common import (
     K8sAccessError,
     K8sModule,
-    KubeReader,
     auth_argument_spec,
 )
-
-ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 
 
 def argspec() -> Dict[str, Any]:
@@ -502,118 +491,11 @@ def argspec() -> Dict[str, Any]:
     return spec
 
 
-class JsonReader(KubeReader):
-    """A KubeReader that decodes responses straight from JSON.
-
-    The dynamic client otherwise wraps every object of a list in a
-    ResourceInstance and ``to_dict()`` walks it back: for 5,000 pods that
-    round trip costs seconds, the JSON decoding a fraction of one. Errors are
-    the same (the client raises them before decoding).
-    """
-
-    def _call(self, what: str, kind: str, api_version: str, params: Dict[str, Any]) -> Dict[str, Any]:
-        try:
-            resource = self._client.resource(kind, api_version)
-            response = self._client.get(resource, serialize=False, **params)
-            return json.loads(response.data)
-        except Exception as exc:  # mapped to a clear message by the reader
-            raise self._error(what, exc) from exc
-
-
-class CapacityCheck:
-    """Reads what the check needs and runs it; raises GpuFitError / K8sAccessError."""
-
-    def __init__(self, module: K8sModule, reader: KubeReader) -> None:
-        self.module = module
-        self.reader = reader
-        self.params: Dict[str, Any] = module.params
-
-    def read_deployment(self) -> Tuple[Optional[Dict[str, Any]], List[Dict[str, Any]]]:
-        name = self.params["deployment"]
-        namespace = self.params["namespace"]
-        if not name:
-            return None, []
-        deployment = self.reader.get("Deployment", name, namespace, api_version="apps/v1")
-        if deployment is None:
-            return None, []
-        selector = label_selector_string((deployment.get("spec") or {}).get("selector"))
-        replicasets = self.reader.list("ReplicaSet", "apps/v1", namespace, label_selector=selector)
-        pods = self.reader.list("Pod", "v1", namespace, label_selector=selector)
-        return deployment, deployment_pods(deployment, replicasets, pods)
-
-    def strategy(self, deployment: Optional[Dict[str, Any]]) -> RolloutStrategy:
-        current = RolloutStrategy.from_deployment(deployment) if deployment else RolloutStrategy()
-        kind = self.params["strategy"] or current.type
-        if kind == RECREATE:
-            return RolloutStrategy(type=RECREATE)
-        surge = self.params["max_surge"]
-        unavailable = self.params["max_unavailable"]
-        if current.type == ROLLING_UPDATE:
-            surge = current.max_surge if surge is None else surge
-            unavailable = current.max_unavailable if unavailable is None else unavailable
-        return RolloutStrategy(
-            type=ROLLING_UPDATE,
-            max_surge=DEFAULT_MAX_SURGE if surge is None else surge,
-            max_unavailable=DEFAULT_MAX_UNAVAILABLE if unavailable is None else unavailable,
-        )
-
-    def request(self, deployment: Optional[Dict[str, Any]]) -> FitRequest:
-        p = self.params
-        template = deployment_template_spec(deployment)
-        replicas = p["replicas"]
-        if replicas is None and deployment is not None:
-            spec_replicas = (deployment.get("spec") or {}).get("replicas")
-            replicas = 1 if spec_replicas is None else int(spec_replicas)
-        gpus = p["gpus_per_replica"]
-        if gpus is None and deployment is not None:
-            gpus = pod_spec_request(template, p["resource_name"])
-        missing = [name for name, value in (("replicas", replicas), ("gpus_per_replica", gpus)) if value is None]
-        if missing:
-            raise GpuFitError(
-                "{0} required: the Deployment {1} to read them from does not exist in namespace {2}".format(
-                    " and ".join(missing) + (" is" if len(missing) == 1 else " are"),
-                    p["deployment"],
-                    p["namespace"],
-                )
-                if p["deployment"]
-                else "{0} required when no existing deployment is named".format(
-                    " and ".join(missing) + (" is" if len(missing) == 1 else " are")
-                )
-            )
-        node_selector = p["node_selector"]
-        if node_selector is None:
-            node_selector = template.get("nodeSelector") or {}
-        tolerations = p["tolerations"]
-        if tolerations is None:
-            tolerations = template.get("tolerations") or []
-        return FitRequest(
-            replicas=int(replicas),
-            gpus_per_replica=int(gpus),
-            resource=p["resource_name"],
-            namespace=p["namespace"],
-            strategy=self.strategy(deployment),
-            node_selector={str(k): str(v) for k, v in node_selector.items()},
-            tolerations=parse_tolerations(tolerations),
-            deployment=p["deployment"],
-        )
-
-    def run(self) -> Dict[str, Any]:
-        deployment, current = self.read_deployment()
-        request = self.request(deployment)
-        nodes = self.reader.list("Node")
-        pods = self.reader.list("Pod", field_selector=ACTIVE_PODS)
-        quotas = self.reader.list("ResourceQuota", namespace=request.namespace)
-        start = CurrentDeployment.from_deployment(deployment, request.resource) if deployment is not None else None
-        result = check_fit(request, nodes, pods, quotas, current, start).to_dict()
-        result["rollout"]["deployment_found"] = deployment is not None
-        return result
-
-
 def main() -> None:
     module = K8sModule(module_class=AnsibleModule, argument_spec=argspec(), supports_check_mode=True)
     try:
         reader = JsonReader(module)
-        result = CapacityCheck(module, reader).run()
+        result = CapacityCheck(module.params, reader).run()
     except (GpuFitError, K8sAccessError) as exc:
         module.fail_json(msg=str(exc), changed=False)
         return

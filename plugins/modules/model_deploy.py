@@ -1,0 +1,195 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: model_deploy
+short_description: Deploy a model in one run - preflight, render, dry run, apply, rollout wait, rollback on failure
+version_added: 0.1.0
+author:
+  - creativeflow.ai platform team (@creativeflow-ai)
+description:
+  - Runs on the controller (an action plugin; this module is its documentation), importing the Kubernetes client once
+    (built by kubernetes.core's C(get_api_client), with kubernetes.core's connection options).
+  - B(Preflight) - validates the catalog entry (as M(creativeflow.ai_serving.model_catalog) does), the namespace name,
+    pod labels, annotation keys and timing knobs; reads the namespace, the model's objects as they are (the rollback's
+    snapshot) and the Secrets and claim the pods refer to; works out the replicas (with autoscaling, the current count
+    within the HorizontalPodAutoscaler's bounds); checks that the GPUs fit (the check of
+    M(creativeflow.ai_serving.gpu_capacity_check), in the same process); builds the objects
+    (C(plugins/module_utils/manifests.py)).
+  - B(Apply) - a server-side dry run of every object (a Pod Security warning stops the run), then a server-side apply
+    of each (field manager O(field_manager), conflicts forced), then removes the HorizontalPodAutoscaler,
+    PodDisruptionBudget and ServiceMonitor the model no longer has, and waits for the rollout as
+    M(creativeflow.ai_serving.rollout_status) does (failing fast on reasons waiting does not cure).
+  - B(Rollback) - when the rollout fails, puts the previous revision's pod template back and waits for it, puts the
+    other objects back as they were and removes what the run added (everything, on a first deploy), then fails with
+    the reason read from the pods and what the rollback did.
+  - Prints one line per step with its duration, and returns them in RV(steps).
+  - The runtime roles' internal role C(_common) calls it twice, with the optional image build between - O(phase=preflight)
+    then O(phase=apply) with the preflight's RV(plan).
+options:
+  phase:
+    description:
+      - V(preflight) stops after the render and returns RV(plan); V(apply) takes O(plan) (or runs the preflight first
+        when it is not given); V(all) does both.
+    type: str
+    choices: [preflight, apply, all]
+    default: all
+  runtime:
+    description:
+      - The runtime of the model, a record of C(plugins/module_utils/runtimes.py); also the prefix of the variables
+        messages name (V(triton) names C(triton_pod_labels)).
+    type: str
+    required: true
+  model:
+    description:
+      - The model's catalog entry with its C(name), as M(creativeflow.ai_serving.model_catalog) returns it.
+    type: dict
+    required: true
+  knobs:
+    description:
+      - The runtime's own knobs without the role prefix, handed to its record.
+    type: dict
+    default: {}
+  settings:
+    description:
+      - The deploy's shared settings, as M(creativeflow.ai_serving.model_manifests) takes them - C(namespace)
+        (required), C(service_account_name), C(pod_labels), C(pod_annotations), C(service_monitor),
+        C(service_monitor_labels), C(termination_grace_period_seconds), C(pre_stop_sleep_seconds),
+        C(progress_deadline_seconds), C(model_fetch_images).
+    type: dict
+    required: true
+  config_files:
+    description:
+      - The runtime's rendered configuration files, by file name (a ConfigMap named after their content hash).
+    type: dict
+    default: {}
+  gpu_preflight:
+    description:
+      - Check that the GPUs fit quota and nodes, rollout surge included, before anything is applied.
+    type: bool
+    default: true
+  rollout_timeout:
+    description:
+      - Seconds to wait for the rollout (and for the rollback's).
+    type: int
+    default: 600
+  rollout_fail_fast:
+    description:
+      - Seconds a reason that waiting does not cure may last before the rollout counts as failed; V(0) waits for
+        O(rollout_timeout).
+    type: int
+    default: 30
+  rollback_on_failure:
+    description:
+      - Put the previous version back when the rollout fails.
+    type: bool
+    default: true
+  image_build:
+    description:
+      - Whether an C(image.build) section of the entry is built; then the preflight checks the build context
+        (relative to the directory above the playbook's) and RV(plan.build) is V(true).
+    type: bool
+    default: true
+  plan:
+    description:
+      - With O(phase=apply), the RV(plan) an earlier O(phase=preflight) call returned.
+    type: dict
+  field_manager:
+    description:
+      - Field manager of every server-side apply.
+    type: str
+    default: creativeflow-ai-serving
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+attributes:
+  action:
+    support: full
+    description: Runs on the controller.
+  check_mode:
+    support: full
+    description: The reads run; the apply and the removals are server-side dry runs; nothing waits or rolls back.
+  diff_mode:
+    support: full
+    description: Each object's before and after (managedFields hidden), also in check mode.
+notes:
+  - C(changed) comes from the API server - a server-side apply that changes nothing keeps the object's
+    C(resourceVersion); a dry run is compared by content.
+  - The user needs get/list on the namespace, the model's objects, Secrets, claims, nodes, pods, quotas, replicasets and
+    events, and patch/delete on the model's objects.
+seealso:
+  - module: creativeflow.ai_serving.model_manifests
+  - module: creativeflow.ai_serving.gpu_capacity_check
+  - module: creativeflow.ai_serving.rollout_status
+"""
+
+EXAMPLES = r"""
+- name: Deploy a model resolved from the catalog
+  creativeflow.ai_serving.model_deploy:
+    runtime: triton
+    model: "{{ catalog.model }}"
+    settings:
+      namespace: ai-serving
+    rollout_timeout: 900
+  register: deploy
+
+- name: Only the preflight (nothing is applied)
+  creativeflow.ai_serving.model_deploy:
+    phase: preflight
+    runtime: triton
+    model: "{{ catalog.model }}"
+    settings:
+      namespace: ai-serving
+  register: preflight
+"""
+
+RETURN = r"""
+steps:
+  description: The steps run, in order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The step, e.g. C(Preflight | Cluster), C(Apply | Every object of the model).
+      type: str
+    seconds:
+      description: How long it took.
+      type: float
+    changed:
+      description: Whether it changed something.
+      type: bool
+    msg:
+      description: What it found or did.
+      type: str
+  sample: [{"name": "Preflight | Cluster", "seconds": 0.08, "changed": false, "msg": "first deploy of triton"}]
+plan:
+  description:
+    - What the preflight worked out - C(name), C(namespace), C(model) (the validated entry with the catalog's
+      defaults), C(server) (as M(creativeflow.ai_serving.model_manifests) returns it), C(image), C(build),
+      C(node_selector), C(tolerations), C(replicas), C(snapshot) (the model's objects as they were, by key, and
+      C(configmaps)), C(gpu_fit), C(configmap_name), C(objects) (in apply order) and C(absent) (to remove).
+  returned: success
+  type: dict
+rollout:
+  description: The rollout's outcome, as M(creativeflow.ai_serving.rollout_status) returns it.
+  returned: with O(phase=apply) or O(phase=all), not in check mode
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import ARGUMENT_SPEC
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module.fail_json(msg="creativeflow.ai_serving.model_deploy runs on the controller as an action plugin; "
+                         "this module only documents it")
+
+
+if __name__ == "__main__":
+    main()

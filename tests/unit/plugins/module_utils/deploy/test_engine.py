@@ -1,0 +1,210 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The engine's steps in order against an in-memory API (the real one runs in test_deploy_model.py).
+
+The fake API stores what is applied and bumps resourceVersion only when the content
+changes, as the API server does for a server-side apply; the rollout wait is scripted.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy import engine as engine_mod
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy import plan
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.engine import Engine
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import DeployError
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_common import K8sUnreachableError
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "objects" / "image-classifier-base.json"
+NS = "ai-serving"
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.objects: Dict[Tuple[str, str], Dict[str, Any]] = {("Namespace", NS): {"metadata": {"name": NS}}}
+        self.version = 100
+        self.warnings: List[str] = []
+        self.calls: List[str] = []
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise K8sUnreachableError("cannot get: the API server is unreachable (API server https://x): refused")
+
+    def get(self, kind: str, name: str, namespace: Optional[str] = None, api_version: str = "v1"):
+        self._check()
+        found = self.objects.get((kind, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def get_if_served(self, kind, name, namespace, api_version):
+        return False, None
+
+    def list(self, kind, api_version="v1", namespace=None, label_selector=None, field_selector=None):
+        self._check()
+        return [copy.deepcopy(o) for (k, _), o in self.objects.items() if k == kind]
+
+    def apply(self, obj: Dict[str, Any], field_manager: str, dry_run: bool = False):
+        self._check()
+        self.calls.append("{0} {1}".format("dry-run" if dry_run else "apply", obj["kind"]))
+        key = (obj["kind"], obj["metadata"]["name"])
+        before = self.objects.get(key)
+        after = copy.deepcopy(obj)
+        if before is not None and plan.comparable(before) == plan.comparable(dict(after, metadata=dict(
+                after["metadata"], resourceVersion=before["metadata"]["resourceVersion"]))):
+            return copy.deepcopy(before), list(self.warnings)
+        self.version += 1
+        after["metadata"]["resourceVersion"] = str(self.version)
+        if obj["kind"] == "Deployment":
+            revision = int(((before or {}).get("metadata", {}).get("annotations") or {}).get(
+                plan.REVISION_ANNOTATION, 0)) + 1
+            after["metadata"]["annotations"] = {plan.REVISION_ANNOTATION: str(revision)}
+        if not dry_run:
+            self.objects[key] = after
+        return copy.deepcopy(after), list(self.warnings)
+
+    def delete(self, api_version, kind, name, namespace, dry_run=False):
+        self.calls.append("delete {0}".format(kind))
+        if dry_run:
+            return (kind, name) in self.objects
+        return self.objects.pop((kind, name), None) is not None
+
+
+class ScriptedRollout:
+    """Stands in for rollout_wait.Rollout: answers from a script, remembers its params."""
+
+    script: List[Dict[str, Any]] = []
+    seen: List[Dict[str, Any]] = []
+
+    def __init__(self, params: Dict[str, Any], client: Any, check_mode: bool = False) -> None:
+        self.params = params
+
+    def run(self) -> Dict[str, Any]:
+        ScriptedRollout.seen.append(self.params)
+        return copy.deepcopy(ScriptedRollout.script.pop(0))
+
+
+OK = {"complete": True, "msg": "rolled out", "state": {"available": 1, "desired": 1}, "replicaset_configmaps": []}
+FAILED = {"failed": True, "complete": False, "msg": "Deployment image-classifier in namespace ai-serving did not roll "
+                                                    "out: its new pods are stuck for 3s or more: CrashLoopBackOff"}
+
+
+@pytest.fixture
+def api(monkeypatch) -> FakeApi:
+    monkeypatch.setattr(engine_mod, "Rollout", ScriptedRollout)
+    ScriptedRollout.script = []
+    ScriptedRollout.seen = []
+    return FakeApi()
+
+
+def args(**override: Any) -> Dict[str, Any]:
+    inputs = json.loads(FIXTURE.read_text())["inputs"]
+    model = copy.deepcopy(inputs["model"])
+    model.pop("autoscaling", None)
+    model.pop("pdb", None)
+    base = {"phase": "all", "runtime": model["runtime"], "model": model, "knobs": {},
+            "settings": {"namespace": NS}, "config_files": inputs["config_files"], "gpu_preflight": False,
+            "rollout_timeout": 30, "rollout_fail_fast": 3, "rollback_on_failure": True, "image_build": False,
+            "plan": None, "field_manager": "creativeflow-ai-serving", "kubeconfig": "/kc", "context": None}
+    base.update(override)
+    return base
+
+
+def run(api: FakeApi, check_mode: bool = False, diff: bool = False, **override: Any) -> Engine:
+    engine = Engine(args(**override), lambda: api, check_mode=check_mode, diff=diff)
+    engine.apply(engine.preflight())
+    return engine
+
+
+def step_names(engine: Engine) -> List[str]:
+    return [s["name"] for s in engine.steps]
+
+
+def test_first_deploy_applies_everything_and_a_second_changes_nothing(api: FakeApi) -> None:
+    ScriptedRollout.script = [OK, OK]
+    first = run(api)
+    assert step_names(first) == ["Preflight | Inputs", "Preflight | Cluster", "Preflight | GPU capacity", "Render",
+                                 "Apply | Dry run of every object on the API server",
+                                 "Apply | Every object of the model", "Apply | Remove what the model no longer has",
+                                 "Rollout | Wait for the new version to be available"]
+    assert any(s["changed"] for s in first.steps)
+    assert ("Deployment", "image-classifier") in api.objects
+    # Every object is dry-run before the first real apply.
+    assert api.calls.index("apply ConfigMap") > max(i for i, c in enumerate(api.calls) if c.startswith("dry-run"))
+    second = run(api)
+    assert not any(s["changed"] for s in second.steps)
+
+
+def test_check_mode_dry_runs_and_reports_the_diff(api: FakeApi) -> None:
+    ScriptedRollout.script = [OK]
+    run(api)
+    before = copy.deepcopy(api.objects)
+    checked = run(api, check_mode=True, diff=True, settings={"namespace": NS, "pod_annotations": {"a/b": "c"}})
+    assert api.objects == before
+    assert "Rollout | Wait for the new version to be available" not in step_names(checked)
+    assert [d["before_header"] for d in checked.diffs] == ["Deployment/image-classifier"]
+    after = checked.diffs[0]["after"]
+    assert after["spec"]["template"]["metadata"]["annotations"] == {"a/b": "c"}
+
+
+def test_pod_security_warning_stops_before_anything_is_applied(api: FakeApi) -> None:
+    api.warnings = ['would violate PodSecurity "restricted:latest": privileged']
+    with pytest.raises(DeployError, match="would be refused by Pod Security admission") as err:
+        run(api)
+    assert "Nothing was applied" in str(err.value)
+    assert not any(c.startswith("apply") for c in api.calls)
+
+
+def test_missing_namespace_and_secrets_are_refused(api: FakeApi) -> None:
+    del api.objects[("Namespace", NS)]
+    with pytest.raises(DeployError, match="Namespace ai-serving does not exist"):
+        run(api)
+    assert api.calls == []
+
+
+def test_failed_first_deploy_removes_everything(api: FakeApi) -> None:
+    ScriptedRollout.script = [FAILED]
+    with pytest.raises(DeployError) as err:
+        run(api)
+    assert "CrashLoopBackOff. This was the first deploy of image-classifier" in str(err.value)
+    assert set(api.objects) == {("Namespace", NS)}
+
+
+def test_failed_update_puts_the_previous_revision_back(api: FakeApi) -> None:
+    ScriptedRollout.script = [OK]
+    run(api)
+    undone = dict(OK, undone_to_revision=1, changed=True)
+    ScriptedRollout.script = [FAILED, undone]
+    with pytest.raises(DeployError) as err:
+        run(api, settings={"namespace": NS, "pod_annotations": {"a/b": "c"}})
+    assert "Rolled back automatically: Deployment image-classifier runs revision 1's template again" in str(err.value)
+    undo = ScriptedRollout.seen[-1]
+    assert undo["undo"] is True and undo["to_revision"] == 1 and undo["definition"]["kind"] == "Deployment"
+
+
+def test_no_rollback_when_switched_off(api: FakeApi) -> None:
+    ScriptedRollout.script = [OK]
+    run(api)
+    ScriptedRollout.script = [FAILED]
+    engine = Engine(args(rollback_on_failure=False, settings={"namespace": NS, "pod_annotations": {"a/b": "c"}}),
+                    lambda: api)
+    with pytest.raises(DeployError, match="rollback_on_failure is false"):
+        engine.apply(engine.preflight())
+    assert step_names(engine)[-1] == "Rollout | Wait for the new version to be available"
+    assert len(ScriptedRollout.seen) == 2  # the two waits, no undo
+    template = api.objects[("Deployment", "image-classifier")]["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"a/b": "c"}  # left as it is
+
+
+def test_unreachable_api_gives_the_clear_message(api: FakeApi) -> None:
+    api.down = True
+    with pytest.raises(DeployError) as err:
+        run(api)
+    msg = str(err.value)
+    assert msg.startswith("Cannot reach the Kubernetes API server") and "kubeconfig '/kc'" in msg
+    assert "Nothing was applied" in msg and "urllib3" not in msg
