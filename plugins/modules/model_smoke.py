@@ -270,7 +270,8 @@ def run(module: K8sModule) -> Dict[str, Any]:
     result: Dict[str, Any] = {"changed": False, "endpoints": endpoints, "results": [], "checked": not code,
                               "reason": reason, "reason_code": code}
     if code:
-        result["summary"] = "%s: not checked through Service %s/%s: %s." % (service, namespace, service, reason)
+        result["summary"] = "%s: %d ready endpoint(s) behind Service %s/%s; not asked: %s." % (
+            service, len(endpoints), namespace, service, reason)
         return result
     requests = smoke.requests(params["requests"])
     proxy = ServiceProxy(module, params["request_timeout"])

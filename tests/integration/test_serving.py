@@ -216,9 +216,9 @@ def test_model_serves_on_the_real_node(deployed: Dict[str, Run], core_v1, api_cl
     run = deployed[runtime]
     assert run.returncode == 0, run.explain()
     # The deploy's own check asked the server through the service proxy and got the right answer.
-    assert "through the API server's service proxy" in run.output, run.explain()
+    assert "service proxy GET" in run.output, run.explain()
     assert "answered as expected. Inference answer:" in run.output, run.explain()
-    assert "not checked" not in run.output
+    assert "not asked" not in run.output
 
     running = [pod for pod in pods(core_v1, namespace, model) if pod.metadata.deletion_timestamp is None]
     assert len(running) == 1, [pod.metadata.name for pod in running]
