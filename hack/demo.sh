@@ -33,7 +33,7 @@ export CONTAINERS_STORAGE_CONF="${storage}/storage.conf" BUILDAH_ISOLATION=chroo
 hack/base_image.sh localhost/ai-serving/python-base:bookworm >/dev/null
 
 echo "==== deploy ${model} on the real node (the first run builds its image: minutes) ===="
-ansible-playbook -i inventories/local playbooks/deploy_model.yml -e model="${model}" | grep -E 'msg|PLAY RECAP|failed=' || true
+ansible-playbook -i inventories/local playbooks/deploy_model.yml -e model="${model}" | grep -E -A3 'msg:|PLAY RECAP' || true
 kubectl --kubeconfig "${kubeconfig}" -n ai-serving get pods -l "app.kubernetes.io/instance=${model}" -o wide
 
 echo "==== a real inference through the Service (API server's service proxy) ===="

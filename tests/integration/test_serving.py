@@ -28,7 +28,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
