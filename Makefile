@@ -32,7 +32,7 @@ cluster-kubeconfig: ## print the local cluster's kubeconfig path
 cluster-status: ## show the local cluster's components and nodes
 	@cluster/cluster.sh status
 
-demo: deps venv cluster-up ## from a fresh machine: bootstrap the local cluster with the collection
+demo: deps venv cluster-up ## from a fresh machine: bootstrap the local cluster, deploy a real model on its real node, ask it
 	@hack/demo.sh
 
 test: deps venv ## from a fresh machine: every check and test

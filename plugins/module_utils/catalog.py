@@ -37,6 +37,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.strategy i
     min_available_during_update,
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import runtimes as _runtimes
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.smoke import SMOKE_SCHEMA
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.quantity import QuantityError, parse_quantity  # noqa: F401 (re-exported)
 
 try:
@@ -387,6 +388,8 @@ def _entry_properties(environments: Sequence[str]) -> dict[str, Any]:
                 "additionalProperties": False,
             },
         },
+        # The post-deploy check's inference through the Service (module_utils/smoke.py).
+        "smoke": SMOKE_SCHEMA,
         "environments": {
             "type": "object",
             "propertyNames": {"enum": list(environments)},
@@ -809,8 +812,23 @@ def _runtime_settings_rules(entry: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
+def _smoke_rules(entry: Mapping[str, Any]) -> list[Problem]:
+    # The smoke inference goes to a port the Service publishes (the record's port names).
+    smoke = _dict_at(entry, "smoke")
+    runtime = entry.get("runtime")
+    port = smoke.get("port")
+    if runtime not in RUNTIMES or not isinstance(port, str):
+        return []
+    names = [item.name for item in _runtimes.get(runtime).ports if item.service]
+    if port in names:
+        return []
+    return [(("smoke", "port"), "%s is not a port of %s's Service: name one of %s" % (_show(port), runtime,
+                                                                                   ", ".join(names)))]
+
+
 _SEMANTIC_CHECKS: tuple[Callable[[Mapping[str, Any]], List[Problem]], ...] = (
     _runtime_sections,
+    _smoke_rules,
     _custom_python_rules,
     _requests_within_limits,
     _autoscaling_bounds,

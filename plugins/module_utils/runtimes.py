@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils import smoke as _smoke
+
 Knobs = Mapping[str, Any]
 Model = Mapping[str, Any]
 
@@ -232,7 +234,9 @@ def _torchserve_args(model: Model, knobs: Knobs) -> List[str]:
             + list(_section(model, "torchserve").get("extra_args") or []))
 
 
-# TorchServe's health check is on the inference API (not the management one).
+# TorchServe's health check is on the inference API (not the management one). Since 0.10 /ping
+# means the models are loaded: it answers 500 "Unhealthy" until every model has its minimum
+# workers healthy (ApiUtils.isModelHealthy in 0.12's frontend), so readiness waits for the model.
 _TORCHSERVE_PING = HttpPath("/ping", "inference")
 
 TORCHSERVE = Runtime(
@@ -257,7 +261,7 @@ TORCHSERVE = Runtime(
     config_mount_path=_TORCHSERVE_HOME + "/config",
     knobs={"inference_port": 8080, "management_port": 8081, "metrics_port": 8082,
            "model_store": _TORCHSERVE_HOME + "/model-store", "run_as_user": 1000,
-           "base_image": "pytorch/torchserve:0.12.0-gpu",
+           "base_image": "python:3.11-slim-bookworm",
            "probes": _probe_timing((10, 5, 30), (15, 5, 3), (30, 5, 3))},
     section_schema=schema_object({
         "model_name": schema_string(SERVER_MODEL_NAME, "a TorchServe model name (letters, digits, _ . -)"),
@@ -317,7 +321,7 @@ TRITON = Runtime(
     # The models' config.pbtxt live in the model repository.
     config_mount_path="/etc/triton",
     knobs={"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002, "model_repository": "/models",
-           "shm_size": "1Gi", "run_as_user": 1000, "base_image": "nvcr.io/nvidia/tritonserver:24.08-py3",
+           "shm_size": "1Gi", "run_as_user": 1000, "base_image": "python:3.11-slim-bookworm",
            "probes": _probe_timing((10, 5, 30), (10, 5, 3), (20, 5, 3))},
     section_schema=schema_object({
         "models": {
@@ -429,7 +433,8 @@ class ServerSpec:
     probe_paths: Dict[str, Dict[str, str]]
     probe_defaults: Dict[str, Dict[str, int]]
     metrics: Dict[str, str]
-    smoke_paths: List[Dict[str, str]]
+    # The health paths, then the catalog's smoke inference (smoke.inference_request) if any.
+    smoke_paths: List[Dict[str, Any]]
     writable_paths: List[Dict[str, str]]
     model_mount_path: str
     config_mount_path: str
@@ -440,6 +445,12 @@ class ServerSpec:
 
 def _path(item: HttpPath) -> Dict[str, str]:
     return {"path": item.path, "port": item.port}
+
+
+def _smoke_paths(record: Runtime, model: Model, knobs: Knobs) -> List[Dict[str, Any]]:
+    paths: List[Dict[str, Any]] = [_path(item) for item in record.smoke(model, knobs)]
+    inference = _smoke.inference_request(model, [port.name for port in record.ports if port.service])
+    return paths + ([inference] if inference else [])
 
 
 def server_spec(name: str, model: Model, knobs: Optional[Knobs] = None) -> ServerSpec:
@@ -465,7 +476,7 @@ def server_spec(name: str, model: Model, knobs: Optional[Knobs] = None) -> Serve
         probe_paths={kind: _path(item) for kind, item in record.probes(model, values).items()},
         probe_defaults=values["probes"],
         metrics=_path(record.metrics),
-        smoke_paths=[_path(item) for item in record.smoke(model, values)],
+        smoke_paths=_smoke_paths(record, model, values),
         writable_paths=writable,
         model_mount_path=record.model_mount_path(values),
         config_mount_path=record.config_mount_path,

@@ -226,6 +226,8 @@ def test_deploy_succeeds(deployed: Dict[str, Run], runtime: str) -> None:
     assert run.returncode == 0, run.explain()
     assert run.recap["failed"] == 0 and run.recap["changed"] > 0
     assert "ready endpoint(s) behind Service" in run.output
+    # The simulated nodes run no container: the smoke check says so and why, never silently.
+    assert "not asked: every ready endpoint is on a simulated (kwok) node" in run.output, run.explain()
     for value in SECRET_VALUES.values():
         assert value not in run.stdout + run.stderr
 

@@ -707,8 +707,35 @@ def resolved_all(catalog: Dict[str, Any], environment: str) -> List[Dict[str, An
     return [resolve_model(catalog, name, environment) for name in sorted(catalog)]
 
 
-def test_dev_runs_one_small_replica(example_catalog: Dict[str, Any]):
-    for model in resolved_all(example_catalog, "dev"):
+REAL_NODE_LABEL = "creativeflow.ai/real-node"
+
+
+def on_real_node(entry: Dict[str, Any]) -> bool:
+    return (entry.get("node_selector") or {}).get(REAL_NODE_LABEL) == "true"
+
+
+@pytest.fixture(scope="module")
+def gpu_examples(example_catalog: Dict[str, Any]) -> Dict[str, Any]:
+    """The GPU examples (dev, prod, the simulated GPU nodes); the real node's CPU examples are apart."""
+    return {name: entry for name, entry in example_catalog.items() if not on_real_node(entry)}
+
+
+def test_real_node_examples_run_on_cpu_there_and_check_an_inference(example_catalog: Dict[str, Any]):
+    """One CPU example per runtime that runs on the local real node, each with its smoke inference."""
+    real = {name: entry for name, entry in example_catalog.items() if on_real_node(entry)}
+    assert sorted(entry["runtime"] for entry in real.values()) == ["custom_python", "torchserve", "triton"]
+    for name in real:
+        model = resolve_model(example_catalog, name, "local")
+        assert model["gpu"]["count"] == 0, name
+        assert {"key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"} in model["tolerations"], name
+        # A surge pod starts the new version before the old one stops.
+        assert (model["strategy"]["max_surge"], model["strategy"]["max_unavailable"]) == (1, 0), name
+        assert model["image"]["build"]["base_image"] == "localhost/ai-serving/python-base:bookworm", name
+        assert model["smoke"]["expect"], name
+
+
+def test_dev_runs_one_small_replica(gpu_examples: Dict[str, Any]):
+    for model in resolved_all(gpu_examples, "dev"):
         assert model["replicas"] == 1, model["name"]
         assert model["autoscaling"]["enabled"] is False, model["name"]
         assert model["pdb"]["enabled"] is False, model["name"]
@@ -716,8 +743,8 @@ def test_dev_runs_one_small_replica(example_catalog: Dict[str, Any]):
         assert parse_quantity(model["resources"]["requests"]["memory"]) <= parse_quantity("4Gi"), model["name"]
 
 
-def test_prod_runs_three_replicas_with_hpa_and_pdb(example_catalog: Dict[str, Any]):
-    for model in resolved_all(example_catalog, "prod"):
+def test_prod_runs_three_replicas_with_hpa_and_pdb(gpu_examples: Dict[str, Any]):
+    for model in resolved_all(gpu_examples, "prod"):
         assert model["replicas"] == 3, model["name"]
         assert model["autoscaling"]["enabled"] is True, model["name"]
         assert model["autoscaling"]["min_replicas"] == 3, model["name"]
@@ -733,18 +760,18 @@ def fits(model: Dict[str, Any], pool: Dict[str, Any]) -> bool:
                     for key in ("cpu", "memory")))
 
 
-def test_local_fits_the_local_cluster(example_catalog: Dict[str, Any]):
+def test_local_fits_the_local_cluster(gpu_examples: Dict[str, Any]):
     """One replica with one GPU (or MIG slice), on a node of cluster/topology.yaml that offers it."""
     with (REPO_ROOT / "cluster" / "topology.yaml").open(encoding="utf-8") as handle:
         pools = yaml.safe_load(handle)["pools"]
-    for model in resolved_all(example_catalog, "local"):
+    for model in resolved_all(gpu_examples, "local"):
         name, gpu = model["name"], model["gpu"]
         assert model["replicas"] == 1 and gpu["count"] == 1, name
         assert model["autoscaling"]["enabled"] is False, name
         # The local cluster has no storage provisioner: a PVC would never bind.
         assert model["model"]["source"] != "pvc", name
         assert any(fits(model, pool) for pool in pools), "%s does not fit any node of cluster/topology.yaml" % name
-    resources = {model["gpu"]["resource"] for model in resolved_all(example_catalog, "local")}
+    resources = {model["gpu"]["resource"] for model in resolved_all(gpu_examples, "local")}
     assert resources == {"nvidia.com/gpu", "nvidia.com/mig-1g.10gb"}
 
 
