@@ -325,12 +325,12 @@ def test_full_queue_sheds_before_parsing_and_liveness_stays_fast(artifacts: Path
         return shed
 
     with running(env, tmp_path / "server.log") as server:
-        # The same flood with tiny bodies first: what 40 connections at once cost on this machine.
-        floor = shed_seconds(asyncio.run(flood(server, _big_infer_body(1000))))
-        time.sleep(3.5)  # the admitted ones finish
         body = _big_infer_body(2 * 1024 * 1024)
 
         def measure() -> str | None:
+            # The same flood with tiny bodies first: what 40 connections at once cost on this machine now.
+            floor = shed_seconds(asyncio.run(flood(server, _big_infer_body(1000))))
+            time.sleep(3.5)  # the admitted ones finish
             shed: list[float] = []
 
             def big_flood() -> None:
@@ -362,7 +362,7 @@ def test_sigterm_with_busy_keepalive_clients_resets_nothing(artifacts: Path, tmp
         async def clients(count: int) -> tuple[int, int, list[str]]:
             ok = refused = 0
             broken: list[str] = []
-            stop_at = time.monotonic() + 20
+            stop_at = time.monotonic() + 30
             async with httpx.AsyncClient(
                 base_url=server.url, timeout=20, limits=httpx.Limits(max_connections=count)
             ) as client:
@@ -384,7 +384,8 @@ def test_sigterm_with_busy_keepalive_clients_resets_nothing(artifacts: Path, tmp
                         ok += 1
 
                 async def terminate() -> None:
-                    while ok < 4 * count and time.monotonic() < stop_at - 15:
+                    # a loaded machine may take seconds to answer the first few hundred
+                    while ok < 4 * count and time.monotonic() < stop_at - 18:
                         await asyncio.sleep(0.05)
                     server.signal(signal.SIGTERM)
 
