@@ -69,6 +69,11 @@ class Target:
     ratios: list[float] = field(default_factory=list)
 
 
+#: The Python our server runs with (``--ours-python``): its own venv, as the peers pin older
+#: grpcio/protobuf than it needs.
+OURS_PYTHON = sys.executable
+
+
 def _python() -> str:
     return sys.executable
 
@@ -76,7 +81,7 @@ def _python() -> str:
 def ours(workers: int) -> Callable[[Path, int], tuple[list[str], dict[str, str]]]:
     def start(work: Path, port: int) -> tuple[list[str], dict[str, str]]:
         command = [
-            _python(),
+            OURS_PYTHON,
             "-m",
             "custom_server",
             "--model-path",
@@ -246,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default="", help="comma-separated servers: ours-2, mlserver, kserve, ceiling")
+    parser.add_argument("--ours-python", default=sys.executable, help="the Python with custom_server installed")
     args = parser.parse_args(argv)
+    global OURS_PYTHON
+    OURS_PYTHON = args.ours_python
     if shutil.which("wrk") is None:
         print("wrk is not on PATH: apt-get install -y wrk", file=sys.stderr)
         return 2

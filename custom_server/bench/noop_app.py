@@ -10,8 +10,8 @@ def create() -> FastAPI:
     """uvicorn factory."""
     app = FastAPI()
 
-    @app.post("/v2/models/iris/infer")
-    async def infer(request: Request) -> Response:
+    @app.post("/v2/models/{name}/infer")
+    async def infer(request: Request, name: str) -> Response:
         await request.body()
         return Response(_BODY, media_type="application/json")
 

@@ -13,12 +13,14 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
-import pytest
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
 
 from serverproc import ServerProcess, running
 
@@ -92,6 +94,44 @@ class _LivenessProbe:
         finally:
             self._stop.set()
             self._thread.join(timeout=30)
+
+
+def _liveness_during(server: ServerProcess, work: Callable[[], None]) -> tuple[float, float]:
+    """The slowest ``/health/live`` answer while ``work()`` runs, and the slowest of the same probe on
+    the idle server just before (a baseline of what this machine's load adds, measured here and now)."""
+    idle = _LivenessProbe(server)
+    with idle.running():
+        time.sleep(1.0)
+    probe = _LivenessProbe(server)
+    with probe.running():
+        time.sleep(0.1)
+        work()
+    assert not idle.failures and not probe.failures, idle.failures + probe.failures
+    return probe.worst, idle.worst
+
+
+def _holds(measure: Callable[[], str | None], attempts: int = 3) -> None:
+    """Timing checks on a shared machine: ``measure()`` says what was too slow, or None. A neighbour's
+    load spike passes on a later attempt; a stalled event loop is slow on every one and fails."""
+    problems: list[str] = []
+    for _ in range(attempts):
+        problem = measure()
+        if problem is None:
+            return
+        problems.append(problem)
+    raise AssertionError(f"{attempts} attempts: " + "; ".join(problems))
+
+
+def _liveness_holds(server: ServerProcess, work: Callable[[], None], what: str, limit: float) -> None:
+    """``/health/live`` stays under ``limit`` plus three times its idle worst while ``work()`` runs."""
+
+    def measure() -> str | None:
+        worst, idle = _liveness_during(server, work)
+        if worst < limit + 3 * idle:
+            return None
+        return f"/health/live took {worst:.2f} s while {what} (idle: {idle:.2f} s)"
+
+    _holds(measure)
 
 
 def _rss_peak_mb(pid: int) -> float:
@@ -169,19 +209,59 @@ def test_silent_and_half_sent_connections_time_out(artifacts: Path, tmp_path: Pa
 
 def test_maximum_size_body_does_not_stall_liveness(artifacts: Path, tmp_path: Path) -> None:
     body = _big_infer_body(15 * 1024 * 1024)
-    with running(_rowsum_env(artifacts), tmp_path / "server.log") as server:
-        probe = _LivenessProbe(server)
-        with probe.running(), server.client(timeout=120) as client:
-            time.sleep(0.2)
+    with running(_rowsum_env(artifacts), tmp_path / "server.log") as server, server.client(timeout=120) as client:
+
+        def two_big_bodies() -> None:
             for _ in range(2):
                 response = client.post(
                     "/v2/models/rowsum/infer", content=body, headers={"content-type": "application/json"}
                 )
                 assert response.status_code == 200, response.text[:300]
-        outputs = response.json()["outputs"][0]
-        assert outputs["shape"][0] == 15 * 1024 * 1024 // (4 * 64) and outputs["data"][0] == 96.0
-    assert not probe.failures, probe.failures
-    assert probe.worst < 1.0, f"/health/live took {probe.worst:.2f} s while a 15 MiB body was parsed"
+            outputs = response.json()["outputs"][0]
+            assert outputs["shape"][0] == 15 * 1024 * 1024 // (4 * 64) and outputs["data"][0] == 96.0
+
+        # Parsed on the event loop, a 15 MiB body held liveness for 3 s on an idle machine.
+        _liveness_holds(server, two_big_bodies, "15 MiB bodies were parsed", limit=1.0)
+
+
+def _int32_message(rows: int, columns: int) -> bytes:
+    """A ModelInferRequest for rowsum with ``rows * columns`` INT32 ones as typed ``int_contents``."""
+    request = pb.ModelInferRequest(model_name="rowsum")
+    tensor = request.inputs.add(name="x", datatype="INT32", shape=[rows, columns])
+    count = rows * columns
+    length = bytearray()
+    while True:  # the packed field's length, a varint
+        length.append((count & 0x7F) | (0x80 if count > 0x7F else 0))
+        count >>= 7
+        if not count:
+            break
+    # field 2 (int_contents), packed: built as bytes, as a list of 15 million ints would take seconds
+    tensor.contents.MergeFromString(b"\x12" + bytes(length) + b"\x01" * (rows * columns))
+    return request.SerializeToString()
+
+
+def test_maximum_size_grpc_typed_contents_do_not_stall_liveness(artifacts: Path, tmp_path: Path) -> None:
+    rows, columns = 15 * 1024 * 1024 // 64, 64
+    message = _int32_message(rows, columns)  # 15 million one-byte varints: ~0.3 s to decode on this machine
+    options = [("grpc.max_send_message_length", 64 << 20)]
+    with (
+        running(_rowsum_env(artifacts), tmp_path / "server.log") as server,
+        grpc.insecure_channel(server.grpc_target, options=options) as channel,
+    ):
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer", response_deserializer=pb.ModelInferResponse.FromString
+        )
+
+        def two_big_messages() -> None:
+            for _ in range(2):
+                response = infer(message, timeout=120)
+            [output] = response.outputs
+            assert list(output.shape) == [rows]
+            sums = np.asarray(output.contents.fp64_contents)
+            assert len(sums) == rows and (sums == columns).all()
+
+        # On the event loop, decoding them held liveness for over 10 s on a loaded machine.
+        _liveness_holds(server, two_big_messages, "15 MiB gRPC messages of INT32 were decoded", limit=0.15)
 
 
 def test_bodies_parsed_at_once_are_bounded_in_memory(artifacts: Path, tmp_path: Path) -> None:
@@ -245,19 +325,30 @@ def test_full_queue_sheds_before_parsing_and_liveness_stays_fast(artifacts: Path
         return shed
 
     with running(env, tmp_path / "server.log") as server:
-        probe = _LivenessProbe(server)
-        # The same flood with tiny bodies first: what 40 connections at once cost on this machine.
-        floor = shed_seconds(asyncio.run(flood(server, _big_infer_body(1000))))
-        time.sleep(3.5)  # the admitted ones finish
-        with probe.running():
-            time.sleep(0.1)
-            shed = shed_seconds(asyncio.run(flood(server, _big_infer_body(2 * 1024 * 1024))))
-    median, floor_median = shed[len(shed) // 2], floor[len(floor) // 2]
-    # Parsing 38 bodies of 2 MiB before refusing them would add seconds; reading them adds little.
-    assert median < floor_median + 1.0, f"429 median {median:.2f} s with 2 MiB bodies, {floor_median:.2f} s tiny"
-    assert shed[-1] < floor[-1] + 1.5, f"slowest 429 {shed[-1]:.2f} s with 2 MiB bodies, {floor[-1]:.2f} s tiny"
-    assert not probe.failures, probe.failures
-    assert probe.worst < 1.0, f"/health/live took {probe.worst:.2f} s during the flood"
+        body = _big_infer_body(2 * 1024 * 1024)
+
+        def measure() -> str | None:
+            # The same flood with tiny bodies first: what 40 connections at once cost on this machine now.
+            floor = shed_seconds(asyncio.run(flood(server, _big_infer_body(1000))))
+            time.sleep(3.5)  # the admitted ones finish
+            shed: list[float] = []
+
+            def big_flood() -> None:
+                shed.extend(shed_seconds(asyncio.run(flood(server, body))))
+
+            worst, idle = _liveness_during(server, big_flood)
+            time.sleep(3.5)  # the admitted ones finish before the next attempt
+            median, floor_median = shed[len(shed) // 2], floor[len(floor) // 2]
+            # Parsing 38 bodies of 2 MiB before refusing them would add seconds; reading them adds little.
+            if median >= floor_median + 1.0:
+                return f"429 median {median:.2f} s with 2 MiB bodies, {floor_median:.2f} s tiny"
+            if shed[-1] >= floor[-1] + 1.5:
+                return f"slowest 429 {shed[-1]:.2f} s with 2 MiB bodies, {floor[-1]:.2f} s tiny"
+            if worst >= 1.0 + 3 * idle:
+                return f"/health/live took {worst:.2f} s during the flood (idle: {idle:.2f} s)"
+            return None
+
+        _holds(measure)
 
 
 # --- 4. SIGTERM: refuse at once, finish in-flight, close idle keep-alive connections cleanly -----------
@@ -271,7 +362,7 @@ def test_sigterm_with_busy_keepalive_clients_resets_nothing(artifacts: Path, tmp
         async def clients(count: int) -> tuple[int, int, list[str]]:
             ok = refused = 0
             broken: list[str] = []
-            stop_at = time.monotonic() + 20
+            stop_at = time.monotonic() + 30
             async with httpx.AsyncClient(
                 base_url=server.url, timeout=20, limits=httpx.Limits(max_connections=count)
             ) as client:
@@ -293,7 +384,8 @@ def test_sigterm_with_busy_keepalive_clients_resets_nothing(artifacts: Path, tmp
                         ok += 1
 
                 async def terminate() -> None:
-                    while ok < 4 * count and time.monotonic() < stop_at - 15:
+                    # a loaded machine may take seconds to answer the first few hundred
+                    while ok < 4 * count and time.monotonic() < stop_at - 18:
                         await asyncio.sleep(0.05)
                     server.signal(signal.SIGTERM)
 

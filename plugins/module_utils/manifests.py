@@ -273,7 +273,13 @@ def _probes(spec: ServerSpec, model: Model) -> Obj:
     for kind in ("startup", "readiness", "liveness"):
         if kind not in spec.probe_paths:
             continue
-        probe: Obj = {"httpGet": {"path": spec.probe_paths[kind]["path"], "port": spec.probe_paths[kind]["port"]}}
+        item = spec.probe_paths[kind]
+        if "grpc_service" in item:
+            # grpc.health.v1; Kubernetes takes the port's number here, not its name
+            number = [port["port"] for port in spec.ports if port["name"] == item["port"]][0]
+            probe: Obj = {"grpc": {"port": int(number), "service": item["grpc_service"]}}
+        else:
+            probe = {"httpGet": {"path": item["path"], "port": item["port"]}}
         for key, value in (timing.get(kind) or {}).items():
             if key in _PROBE_TIMING_KEYS:
                 probe[_PROBE_TIMING_KEYS[key]] = int(value)

@@ -95,6 +95,14 @@ class Writable:
     size_limit: str = ""
 
 
+@dataclass(frozen=True)
+class GrpcCheck:
+    """A grpc.health.v1 check of ``service`` on a named port: a Kubernetes gRPC probe."""
+
+    service: str
+    port: str
+
+
 PROBE_KINDS = ("startup", "readiness", "liveness")
 
 
@@ -116,7 +124,7 @@ class Runtime:
     command: Callable[[Knobs], List[str]]
     args: Callable[[Model, Knobs], List[str]]
     ports: Tuple[Port, ...]
-    probes: Callable[[Model, Knobs], Dict[str, HttpPath]]
+    probes: Callable[[Model, Knobs], Dict[str, Any]]  # kind -> HttpPath or GrpcCheck
     metrics: HttpPath
     smoke: Callable[[Model, Knobs], List[HttpPath]]
     section_schema: Dict[str, Any]
@@ -346,6 +354,20 @@ TRITON = Runtime(
 CUSTOM_PYTHON_FORMATS = ("sklearn", "onnx", "torchscript", "python")
 
 
+def _truthy(value: Any) -> bool:
+    # A role passes a knob through a template: a boolean may arrive as the string "False".
+    return str(value).strip().lower() in ("true", "yes", "on", "1")
+
+
+def _custom_python_probes(model: Model, knobs: Knobs) -> Dict[str, Any]:
+    # The server's grpc.health.v1 services: "live" while it serves, "ready" once the model is loaded.
+    if _truthy(knobs["grpc_probes"]):
+        return {"startup": GrpcCheck("ready", "grpc"), "readiness": GrpcCheck("ready", "grpc"),
+                "liveness": GrpcCheck("live", "grpc")}
+    return {"startup": HttpPath("/health/ready", "http"), "readiness": HttpPath("/health/ready", "http"),
+            "liveness": HttpPath("/health/live", "http")}
+
+
 def _custom_python_env(model: Model, knobs: Knobs) -> Dict[str, str]:
     # The server's contract; what the model does not use is left out rather than set empty.
     section = _section(model, "custom_python")
@@ -355,6 +377,7 @@ def _custom_python_env(model: Model, knobs: Knobs) -> Dict[str, str]:
         "MODEL_NAME": str(model.get("name", "")),
         "MODEL_FORMAT": str(section.get("model_format", "")),
         "PORT": str(knobs["port"]),
+        "GRPC_PORT": str(knobs["grpc_port"]),
         "WORKERS": str(section.get("workers", 1)),
         "HOME": "/tmp",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -369,16 +392,14 @@ CUSTOM_PYTHON = Runtime(
     container_name="model-server",
     command=lambda knobs: ["python", "-m", str(knobs["server_module"])],
     args=lambda model, knobs: list(_section(model, "custom_python").get("extra_args") or []),
-    ports=(Port("http", "port"),),
-    probes=lambda model, knobs: {"startup": HttpPath("/health/ready", "http"),
-                                 "readiness": HttpPath("/health/ready", "http"),
-                                 "liveness": HttpPath("/health/live", "http")},
+    ports=(Port("http", "port"), Port("grpc", "grpc_port")),
+    probes=_custom_python_probes,
     metrics=HttpPath("/metrics", "http"),
     smoke=lambda model, knobs: [HttpPath("/health/live", "http"), HttpPath("/health/ready", "http")],
     env=_custom_python_env,
     model_mount_path=lambda knobs: knobs["model_dir"],
     config_mount_path="/etc/custom-server",
-    knobs={"port": 8080, "server_module": "custom_server", "model_dir": "/models", "run_as_user": 10001,
+    knobs={"port": 8080, "grpc_port": 8081, "grpc_probes": False, "server_module": "custom_server", "model_dir": "/models", "run_as_user": 10001,
            "base_image": "python:3.11-slim",
            "probes": _probe_timing((5, 5, 60), (10, 5, 3), (20, 5, 3))},
     section_schema=schema_object({
@@ -443,7 +464,9 @@ class ServerSpec:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
-def _path(item: HttpPath) -> Dict[str, str]:
+def _path(item: Any) -> Dict[str, str]:
+    if isinstance(item, GrpcCheck):
+        return {"grpc_service": item.service, "port": item.port}
     return {"path": item.path, "port": item.port}
 
 

@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from custom_server.batching import Admission
 from custom_server.dataplane import DataPlane, InferenceResult
+from custom_server.decoding import INLINE_DECODE_BYTES
 from custom_server.errors import (
     InferenceError,
     InvalidInput,
@@ -31,11 +32,9 @@ from custom_server.errors import (
     Unauthorized,
 )
 from custom_server.grpc import grpc_predict_v2_pb2 as pb
-from custom_server.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from custom_server.grpc.codec import DecodedMessage, decode_infer_message, infer_response
 from custom_server.logs import REQUEST_ID
-from custom_server.protocol import InferenceRequest
 from custom_server.settings import Settings
-from custom_server.tensors import DATATYPES, datatype_of, encode_binary_data
 
 logger = logging.getLogger("custom_server.grpc")
 
@@ -55,22 +54,6 @@ STATUS: dict[type[ServerError], grpc.StatusCode] = {
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
 }
 
-#: The typed contents field of each datatype (FP16 has none: raw only).
-CONTENTS_FIELD = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
-
 Reply = TypeVar("Reply")
 
 
@@ -82,53 +65,7 @@ def status_of(exc: ServerError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _parameter(value: pb.InferParameter) -> Any:
-    kind = value.WhichOneof("parameter_choice")
-    return getattr(value, kind) if kind else None
-
-
-def _parameters(mapping: Any) -> dict[str, Any] | None:
-    return {key: _parameter(value) for key, value in mapping.items()} or None
-
-
-def _contents_array(field: str, datatype: str, shape: list[int], tensor: Any) -> np.ndarray:
-    """An input's typed contents as an array of its datatype and shape."""
-    name = CONTENTS_FIELD.get(datatype)
-    if name is None:
-        if datatype == "FP16":
-            raise InvalidInput(f"{field}.contents: FP16 has no typed contents; send it in raw_input_contents")
-        raise InvalidInput(f"{field}.datatype: {datatype!r} is not a v2 datatype")
-    for other in set(CONTENTS_FIELD.values()) - {name}:
-        if len(getattr(tensor.contents, other)):
-            raise InvalidInput(f"{field}.contents: {other} given for datatype {datatype}; use {name}")
-    values = getattr(tensor.contents, name)
-    count = int(np.prod(shape)) if shape else 1
-    if len(values) != count:
-        raise InvalidInput(f"{field}.contents.{name}: {len(values)} element(s), but shape {shape} holds {count}")
-    if datatype == "BYTES":
-        array = np.empty(count, dtype=object)
-        array[:] = list(values)
-    else:
-        dtype = DATATYPES[datatype]
-        wide = np.asarray(values)  # int32/uint32/int64/... as protobuf sent them
-        array = wide.astype(dtype)
-        if dtype.kind in "iu" and not np.array_equal(array, wide):
-            raise InvalidInput(f"{field}.contents.{name}: a value is out of range for {datatype}")
-    return array.reshape(shape)
-
-
-def _to_contents(array: np.ndarray, datatype: str, contents: pb.InferTensorContents) -> None:
-    name = CONTENTS_FIELD[datatype]
-    flat = array.reshape(-1)
-    if datatype == "BYTES":
-        getattr(contents, name).extend(
-            item if isinstance(item, bytes) else str(item).encode() for item in flat.tolist()
-        )
-    else:
-        getattr(contents, name).extend(flat.tolist())
-
-
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+class InferenceServicer:
     """The six RPCs of the protocol, on one data plane."""
 
     def __init__(self, settings: Settings, data_plane: DataPlane) -> None:
@@ -246,85 +183,48 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- inference --------------------------------------------------------------------------------
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
-        """Inference: typed contents or ``raw_input_contents`` in; outputs raw when the inputs were."""
+    async def ModelInfer(self, request: bytes, context: Any) -> pb.ModelInferResponse:  # noqa: N802
+        """Inference: typed contents or ``raw_input_contents`` in; outputs raw when the inputs were.
+        ``request`` is the message's bytes (see ``add_inference_service``)."""
 
         async def handle() -> pb.ModelInferResponse:
             plane = self.plane
-            version = request.model_version or None
-            plane.get_model(request.model_name, version)
-            with plane.admit() as admission:
-                parsed, arrays, raw = self._decode(request)
-                prepared = plane.prepare_infer(request.model_name, version, parsed, raw, arrays)
-                result = await plane.run_infer(prepared, admission)
-            return _response(result, raw_out=raw is not None)
+            if len(request) <= INLINE_DECODE_BYTES:
+                decoded = decode_infer_message(request)
+                plane.get_model(decoded.model_name, decoded.model_version)
+                with plane.admit() as admission:
+                    result = await self._infer(decoded, admission)
+            else:
+                # 503/429 before a big message is parsed; then it is parsed off the event loop
+                with plane.admit() as admission:
+                    decoded = await plane.decoder.decode(len(request), decode_infer_message, request)
+                    result = await self._infer(decoded, admission)
+            return infer_response(
+                result.model_name, result.model_version, result.id, result.outputs, raw_out=decoded.raw is not None
+            )
 
         return await self._serve("ModelInfer", context, handle, protected=True)
 
-    @staticmethod
-    def _decode(
-        request: pb.ModelInferRequest,
-    ) -> tuple[InferenceRequest, dict[int, np.ndarray], list[bytes] | None]:
-        raw = list(request.raw_input_contents) or None
-        if raw is not None and len(raw) != len(request.inputs):
-            raise InvalidInput(
-                f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs; give one per input"
-            )
-        inputs = []
-        arrays: dict[int, np.ndarray] = {}
-        for index, tensor in enumerate(request.inputs):
-            field = f"inputs[{index}]"
-            shape = [int(dim) for dim in tensor.shape]
-            if raw is not None and tensor.HasField("contents"):
-                raise InvalidInput(f"{field}.contents: not allowed with raw_input_contents")
-            inputs.append(
-                {
-                    "name": tensor.name,
-                    "datatype": tensor.datatype,
-                    "shape": shape,
-                    "parameters": _parameters(tensor.parameters),
-                }
-            )
-        outputs = [{"name": out.name, "parameters": _parameters(out.parameters)} for out in request.outputs]
-        try:
-            parsed = InferenceRequest.model_validate(
-                {
-                    "id": request.id or None,
-                    "parameters": _parameters(request.parameters),
-                    "inputs": inputs,
-                    "outputs": outputs or None,
-                }
-            )
-        except ValueError as exc:
-            from custom_server.rest.codec import validation_message
-
-            raise InvalidInput(validation_message(exc)) from None
-        if raw is None:
-            for index, tensor in enumerate(request.inputs):
-                item = parsed.inputs[index]
-                arrays[index] = _contents_array(f"inputs[{index}]", item.datatype, list(item.shape), tensor)
-        return parsed, arrays, raw
+    async def _infer(self, decoded: DecodedMessage, admission: Admission) -> InferenceResult:
+        name, version = decoded.model_name, decoded.model_version
+        prepared = self.plane.prepare_infer(name, version, decoded.request, decoded.raw, decoded.arrays)
+        return await self.plane.run_infer(prepared, admission)
 
 
-def _response(result: InferenceResult, *, raw_out: bool) -> pb.ModelInferResponse:
-    response = pb.ModelInferResponse(model_name=result.model_name, model_version=result.model_version)
-    if result.id is not None:
-        response.id = result.id
-    for name, value in result.outputs:
-        array = np.asarray(value)
-        datatype = datatype_of(array.dtype)
-        out = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
-        if raw_out or datatype == "FP16":
-            response.raw_output_contents.append(encode_binary_data(array))
-        else:
-            _to_contents(array, datatype, out.contents)
-    if response.raw_output_contents and len(response.raw_output_contents) != len(response.outputs):
-        # raw is all or nothing: an FP16 output in a typed response makes every output raw
-        del response.raw_output_contents[:]
-        for (_, value), out in zip(result.outputs, response.outputs, strict=True):
-            out.ClearField("contents")
-            response.raw_output_contents.append(encode_binary_data(np.asarray(value)))
-    return response
+def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Register the protocol's service as the generated code would, except that ModelInfer gets its
+    request as bytes: the servicer decides where to parse it (a big one off the event loop)."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for method in service.methods:
+        parse = None if method.name == "ModelInfer" else getattr(pb, method.input_type.name).FromString
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=parse,
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):
@@ -384,7 +284,7 @@ class GrpcServer:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.settings, self.data_plane), server)
+        add_inference_service(InferenceServicer(self.settings, self.data_plane), server)
         health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(self.data_plane), server)
         address = f"{self.settings.host}:{self.settings.grpc_port}"
         if ":" in self.settings.host:

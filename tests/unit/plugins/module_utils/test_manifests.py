@@ -120,3 +120,25 @@ def test_catalog_env_wins_over_the_runtime_and_becomes_strings() -> None:
     spec = runtimes.server_spec("custom_python", model)
     variables = manifests.env(spec, model)
     assert variables["WORKERS"] == "4" and variables["DEBUG"] == "True" and variables["PORT"] == "8080"
+
+
+@pytest.mark.parametrize("grpc_probes", [True, "True"])  # a knob passed through a template may be a string
+def test_custom_python_serves_grpc_and_can_probe_it(grpc_probes: Any) -> None:
+    model = load(FIXTURES / "text-generation-gpt-base.json")["inputs"]["model"]
+    spec = runtimes.server_spec("custom_python", model, {"grpc_port": 9001, "grpc_probes": grpc_probes})
+    (dep,) = manifests.deployment(spec, model, manifests.Settings(namespace="ns"), 1)
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "GRPC_PORT", "value": "9001"} in container["env"]
+    assert {"containerPort": 9001, "name": "grpc", "protocol": "TCP"} in container["ports"]
+    # Kubernetes' gRPC probe takes a port number, not a name
+    assert container["startupProbe"]["grpc"] == {"port": 9001, "service": "ready"}
+    assert container["readinessProbe"]["grpc"] == {"port": 9001, "service": "ready"}
+    assert container["livenessProbe"]["grpc"] == {"port": 9001, "service": "live"}
+    assert "httpGet" not in container["livenessProbe"]
+    assert container["startupProbe"]["failureThreshold"] == 60  # the timing is the same
+    (svc,) = manifests.service(spec, model, manifests.Settings(namespace="ns"))
+    assert {"name": "grpc", "port": 9001, "targetPort": "grpc", "protocol": "TCP"} in svc["spec"]["ports"]
+    http = runtimes.server_spec("custom_python", model, {"grpc_probes": "False"})
+    (dep,) = manifests.deployment(http, model, manifests.Settings(namespace="ns"), 1)
+    assert dep["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"] == {
+        "path": "/health/live", "port": "http"}
