@@ -79,4 +79,3 @@ class ActionModule(ActionBase):
             result.setdefault("warnings", []).extend(engine.warnings)
         if engine.diffs:
             result["diff"] = engine.diffs
-

@@ -11,6 +11,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import manifests, runtimes
 
+
 def _settings(values: Dict[str, Any]) -> manifests.Settings:
     try:
         return manifests.settings_from(values)

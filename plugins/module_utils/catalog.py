@@ -822,8 +822,8 @@ def _smoke_rules(entry: Mapping[str, Any]) -> list[Problem]:
     names = [item.name for item in _runtimes.get(runtime).ports if item.service]
     if port in names:
         return []
-    return [(("smoke", "port"), "%s is not a port of %s's Service: name one of %s" % (_show(port), runtime,
-                                                                                   ", ".join(names)))]
+    message = "%s is not a port of %s's Service: name one of %s" % (_show(port), runtime, ", ".join(names))
+    return [(("smoke", "port"), message)]
 
 
 _SEMANTIC_CHECKS: tuple[Callable[[Mapping[str, Any]], List[Problem]], ...] = (

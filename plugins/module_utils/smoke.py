@@ -57,7 +57,7 @@ def proxy_path(namespace: str, service: str, port: Any, path: str) -> str:
     """The API server's proxy path to ``path`` on port ``port`` (a name or number) of the Service."""
     if not path.startswith("/"):
         raise SmokeError("smoke path %r must start with /" % path)
-    target, _, query = path.partition("?")
+    target, _sep, query = path.partition("?")
     out = "/api/v1/namespaces/%s/services/%s:%s/proxy%s" % (
         quote(namespace, safe=""), quote(service, safe=""), quote(str(port), safe=""), quote(target, safe="/:@"))
     return out + ("?" + query if query else "")
@@ -162,8 +162,8 @@ def judge(request: Mapping[str, Any], status: Optional[int], body: str, error: s
     if status is None:
         return "%s got no answer: %s" % (what, error or "no response")
     if status != int(request.get("status", 200)):
-        return "%s answered HTTP %s, expected %s: %s" % (what, status, request.get("status", 200),
-                                                          _show(body.strip()) or "(empty body)")
+        shown = _show(body.strip()) or "(empty body)"
+        return "%s answered HTTP %s, expected %s: %s" % (what, status, request.get("status", 200), shown)
     if "expect" not in request:
         return None
     try:
@@ -172,8 +172,8 @@ def judge(request: Mapping[str, Any], status: Optional[int], body: str, error: s
         return "%s answered HTTP %s but not JSON: %s" % (what, status, _show(body.strip()) or "(empty body)")
     differs = contains(request["expect"], answer)
     if differs:
-        return "%s answered %s: %s (expected it to contain %s)" % (what, _show(answer), differs,
-                                                                    _show(request["expect"]))
+        return "%s answered %s: %s (expected it to contain %s)" % (
+            what, _show(answer), differs, _show(request["expect"]))
     return None
 
 

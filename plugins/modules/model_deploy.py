@@ -91,7 +91,7 @@ options:
   image_build:
     description:
       - Whether an C(image.build) section of the entry is built; then the preflight checks the build context
-        (relative to the directory above the playbook's) and RV(plan.build) is V(true).
+        (relative to the directory above the playbook's) and the C(build) key of RV(plan) is V(true).
     type: bool
     default: true
   plan:

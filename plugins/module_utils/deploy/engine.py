@@ -292,7 +292,7 @@ class Engine:
             for obj in found["objects"]:
                 label = "{0}/{1}".format(obj["kind"], obj["metadata"]["name"])
                 before = self._before(obj, snapshot)
-                after, _ = self.client.apply(obj, field_manager, dry_run=self.check_mode)
+                after = self.client.apply(obj, field_manager, dry_run=self.check_mode)[0]
                 applied_any = not self.check_mode
                 if before is None and not self.check_mode and obj["kind"] == "ConfigMap":
                     versions = snapshot.get("configmap_versions") or {}
@@ -364,4 +364,3 @@ class Engine:
             return {"complete": False, "msg": str(exc)}
         result.pop("failed", None)
         return result
-

@@ -64,5 +64,5 @@ class DeployClient(JsonReader, RolloutClient):
         return True, self.get(kind, name, namespace, api_version=api_version)
 
     def list_names(self, kind: str, namespace: str, label_selector: str, api_version: str = "v1") -> List[str]:
-        return sorted((o.get("metadata") or {}).get("name") for o in self.list(kind, api_version, namespace,
-                                                                                label_selector=label_selector))
+        found = self.list(kind, api_version, namespace, label_selector=label_selector)
+        return sorted((o.get("metadata") or {}).get("name") for o in found)

@@ -25,7 +25,7 @@ SNAPSHOT_KINDS: Dict[str, tuple] = {
 }
 #: The objects a later deploy may no longer have (autoscaling or pdb disabled since).
 OPTIONAL_KEYS = ("hpa", "pdb", "service_monitor")
-KEY_OF_KIND = {kind: key for key, (_, kind) in SNAPSHOT_KINDS.items()}
+KEY_OF_KIND = {kind: key for key, (_api_version, kind) in SNAPSHOT_KINDS.items()}
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 #: Fields that change on every write, or that only the server sets: not a change of the object.
 _VOLATILE_METADATA = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid")

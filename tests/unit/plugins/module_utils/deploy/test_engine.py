@@ -47,7 +47,7 @@ class FakeApi:
 
     def list(self, kind, api_version="v1", namespace=None, label_selector=None, field_selector=None):
         self._check()
-        return [copy.deepcopy(o) for (k, _), o in self.objects.items() if k == kind]
+        return [copy.deepcopy(o) for (k, _name), o in self.objects.items() if k == kind]
 
     def apply(self, obj: Dict[str, Any], field_manager: str, dry_run: bool = False):
         self._check()
