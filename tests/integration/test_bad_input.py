@@ -23,7 +23,7 @@ def test_a_kubeconfig_path_that_is_not_a_file_is_named_in_full(tmp_path: Path) -
     for playbook in ("deploy_model.yml", "undeploy_model.yml", "rollback_model.yml", "bootstrap_cluster.yml"):
         run = run_playbook(playbook, str(missing), {"model": MODEL})
         assert run.returncode != 0, run.explain()
-        assert f"ai_serving_kubeconfig is '{missing}', which is not a file" in run.output, run.explain()
+        assert f"The kubeconfig file '{missing}' (ai_serving_kubeconfig) does not exist." in run.output, run.explain()
         assert "Nothing was changed" in run.output
 
 

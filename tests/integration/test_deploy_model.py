@@ -77,8 +77,9 @@ RUNTIMES: Dict[str, Dict[str, Any]] = {
     "custom_python": {
         "model": "text-generation-gpt",
         "container": "model-server",
-        "ports": {"http": 8080},
-        "service_ports": [8080],
+        # OIP v2 over gRPC beside REST (custom_python_grpc_port).
+        "ports": {"http": 8080, "grpc": 8081},
+        "service_ports": [8080, 8081],
         "probes": {"startup": ("/health/ready", "http"), "readiness": ("/health/ready", "http"),
                    "liveness": ("/health/live", "http")},
         "gpu": ("nvidia.com/gpu", "1"),
@@ -160,7 +161,9 @@ def build_probe_catalog(port: int, tag: str, context: Path) -> Dict[str, Any]:
         "tf_serving": {"model_name": "probe", "model_base_path": "/models/probe",
                        "version_policy": {"type": "latest"}},
     }
-    return {"ai_serving_models": models}
+    # The docker builder on purpose (the local inventory builds with podman): no Docker engine runs here, so
+    # a missing tag's build fails, which is what the test of a failed build needs.
+    return {"ai_serving_models": models, "tf_serving_image_builder": "docker"}
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -624,7 +627,8 @@ def test_unknown_model_lists_the_known_ones(finale) -> None:
     run = finale["runs"]["unknown"]
     assert run.returncode != 0
     assert "'no-such-model' is not in the catalog" in run.output
-    assert "known models: image-classifier, sentiment-analysis, text-generation-gpt, vision-models" in run.output
+    assert ("known models: double-triton-cpu, doubler-python-cpu, doubler-torchserve-cpu, image-classifier, "
+            "sentiment-analysis, text-generation-gpt, vision-models") in run.output
 
 
 def test_build_is_skipped_when_the_registry_has_the_tag(finale, apps_v1, namespace: str) -> None:
