@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -294,3 +295,124 @@ def test_cost_policy_probes_and_converges_on_the_fake_curve() -> None:
     for _ in range(40):
         idle.observe(1, _tree_ensemble_seconds(1))
     assert idle.limit == 32
+
+
+def test_gather_wait_and_recent_peak() -> None:
+    from custom_server.batchsize import CostFit, RecentPeak, gather_wait
+
+    assert gather_wait(None, 0.050) == 0.0  # cost unknown: never wait
+    fit = CostFit(0.007, 0.00002)
+    assert gather_wait(fit, 1.0) == pytest.approx(0.007)  # at most the fixed cost one merged call saves
+    assert gather_wait(fit, 0.020) == pytest.approx(0.005)  # and a quarter of the latency bound
+    assert gather_wait(CostFit(0.0, 0.00002), 0.050) == 0.0  # a cheap model has nothing to save
+    peak = RecentPeak(window=4)
+    for requests in (3, 32, 17):
+        peak.observe(requests)
+    assert peak.value == 32
+    for _ in range(4):  # a window of calls at light load: the previous window still counts
+        peak.call()
+        peak.observe(1)
+    assert peak.value == 32
+    for _ in range(4):  # two: the burst is forgotten
+        peak.call()
+        peak.observe(1)
+    assert peak.value == 1
+
+
+class _SleepyModel:
+    """A fake model whose call sleeps like the fake cost curve (fixed part plus a part per row)."""
+
+    def __init__(self, fixed_s: float, per_row_s: float) -> None:
+        from types import SimpleNamespace
+
+        from custom_server.models.base import Model
+
+        class Fake(Model):
+            def load(self) -> None:
+                return None
+
+            def predict(self, inputs: dict[str, np.ndarray], outputs: object) -> dict[str, np.ndarray]:
+                x = inputs["x"]
+                time.sleep(fixed_s + per_row_s * len(x))
+                return {"y": x.sum(axis=1)}
+
+        self.model = Fake(SimpleNamespace(model_name="fake", model_version="1"))  # type: ignore[arg-type]
+
+
+def _closed_loop(policy: object, clients: int, requests_each: int, fixed_s: float) -> tuple[list[int], float]:
+    """``clients`` that each send a request as soon as the last one is answered; the requests of each
+    model call, and the seconds the whole run took."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from custom_server.batching import Batcher
+    from custom_server.metrics import Metrics
+
+    model = _SleepyModel(fixed_s, 0.00002).model
+    calls: list[int] = []
+    original = model.predict
+
+    def counting(inputs: dict[str, np.ndarray], outputs: object) -> dict[str, np.ndarray]:
+        calls.append(len(inputs["x"]) // 8)
+        return original(inputs, outputs)
+
+    model.predict = counting  # type: ignore[method-assign]
+
+    async def run() -> float:
+        with ThreadPoolExecutor(1) as executor:
+            batcher = Batcher(
+                model,
+                executor=executor,
+                metrics=Metrics("fake"),
+                max_batch_size=32,
+                max_batch_delay_s=0.0,
+                max_queue_size=512,
+                concurrency=1,
+                policy=policy,  # type: ignore[arg-type]
+            )
+            batcher.start()
+            rows = np.ones((8, 4))
+
+            async def client(index: int) -> None:
+                for _ in range(requests_each):
+                    result = await batcher.infer({"x": rows}, None)
+                    assert result["y"].tolist() == [4.0] * 8
+                    # The answers go out one after another and the next requests come back as spread
+                    # (on one core the event loop parses them in turn): 0.2 ms apart here.
+                    await asyncio.sleep(0.0002 * (index + 1))
+
+            started = time.perf_counter()
+            await asyncio.gather(*(client(index) for index in range(clients)))
+            elapsed = time.perf_counter() - started
+            await batcher.close(5)
+            return elapsed
+
+    return calls, asyncio.run(run())
+
+
+def _known_cost_policy(fixed_s: float, max_latency_s: float) -> object:
+    from custom_server.batchsize import CostPolicy
+
+    policy = CostPolicy(initial=32, max_latency_s=max_latency_s)
+    for rows in (8, 64, 256):  # the cost is known before the clients start
+        policy.observe(rows, fixed_s + 0.00002 * rows)
+    assert policy.fit is not None
+    return policy
+
+
+def test_cost_policy_fills_calls_with_every_closed_loop_client() -> None:
+    # 32 clients, 8 rows each, a 10 ms fixed cost: taking what waits the moment the model is free makes
+    # two groups of ~16 that alternate; waiting (at most the fixed cost) for the expected requests
+    # merges nearly all 32 into each call.
+    calls, _ = _closed_loop(_known_cost_policy(0.010, 0.200), clients=32, requests_each=12, fixed_s=0.010)
+    assert sum(calls) == 32 * 12
+    steady = calls[2:-2]
+    assert sum(steady) / len(steady) >= 26, calls
+
+
+def test_cost_policy_does_not_wait_under_light_load() -> None:
+    # One client: the peak is one request, so no call waits for a second one (which would add the 50 ms
+    # fixed cost to each of the 10 requests).
+    calls, elapsed = _closed_loop(_known_cost_policy(0.050, 1.0), clients=1, requests_each=10, fixed_s=0.050)
+    assert calls == [1] * 10
+    assert elapsed < 10 * 0.050 + 0.3, f"{elapsed:.2f} s for 10 calls of 50 ms"

@@ -4,7 +4,8 @@ Requests queue on the event loop; one task takes what is waiting (rows of reques
 input signature, up to ``max_batch_size``; waiting at most ``max_batch_delay`` for more), runs the
 model once in a thread and hands each request its rows of the outputs. While the model is busy,
 new requests queue up and form the next batch, so batches grow with load and add no latency when
-idle. A full queue refuses at once (429). When a merged batch fails, each request is retried on
+idle; with the cost policy a free model waits (at most its fixed cost) for the requests it expects,
+see ``batchsize``. A full queue refuses at once (429). When a merged batch fails, each request is retried on
 its own so one bad request cannot fail the others.
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from custom_server.batchsize import CostPolicy
+from custom_server.batchsize import CostPolicy, RecentPeak, gather_wait
 from custom_server.errors import InferenceError, InvalidInput, ModelNotReady, Overloaded, ServerError
 from custom_server.metrics import Metrics
 from custom_server.models.base import Model, Tensors
@@ -115,6 +116,8 @@ class Batcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
         self._admitted = 0  # requests admitted but not queued yet (their bodies are being read)
+        self._running_requests = 0
+        self._peak = RecentPeak()
 
     @property
     def batch_limit(self) -> int:
@@ -175,6 +178,7 @@ class Batcher:
         key, rows = merged if merged is not None else (None, 0)
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(inputs, wanted, rows, key, future))
+        self._peak.observe(len(self._queue) + self._running_requests + self._admitted)
         self._metrics.model_queue_length.set(len(self._queue))
         self._wakeup.set()
         return await future
@@ -210,6 +214,8 @@ class Batcher:
             if not batch:
                 self._slots.release()
                 continue
+            self._running_requests += len(batch)
+            self._peak.call()
             task = asyncio.get_running_loop().create_task(self._execute(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -223,13 +229,16 @@ class Batcher:
         first = queue[0]
         if first.key is not None and self._max_delay > 0:
             deadline = first.enqueued + self._max_delay
-            while self._rows_waiting(first.key) < self.batch_limit:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
+            while self._waiting(first.key)[1] < self.batch_limit:
+                if not await self._wait_until(deadline):
                     break
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+        elif first.key is not None and self._policy is not None and not self._closed:
+            await self._gather(first.key)
+            while queue and queue[0].future.done():
+                queue.popleft()
+            if not queue:
+                return []
+            first = queue[0]
         batch = [queue.popleft()]
         if first.key is not None:
             limit = self.batch_limit
@@ -246,13 +255,41 @@ class Batcher:
         self._metrics.model_queue_length.set(len(queue))
         return batch
 
-    def _rows_waiting(self, key: Hashable) -> int:
-        rows = 0
+    def _waiting(self, key: Hashable) -> tuple[int, int]:
+        """Requests and rows at the head of the queue that can join a batch of ``key``."""
+        requests = rows = 0
         for item in self._queue:
             if item.key != key:
                 break
+            requests += 1
             rows += item.rows
-        return rows
+        return requests, rows
+
+    async def _wait_until(self, deadline: float) -> bool:
+        """Wait for the next request to queue, until ``deadline``; False once it has passed."""
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return False
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining):  # no task per wait, unlike wait_for
+                await self._wakeup.wait()
+        return True
+
+    async def _gather(self, key: Hashable) -> None:
+        """Cost policy: let the requests expected soon join the batch (see ``batchsize``)."""
+        assert self._policy is not None
+        wait = gather_wait(self._policy.fit, self._policy.max_latency_s)
+        if wait <= 0:
+            return
+        deadline = time.perf_counter() + wait
+        expected = self._peak.value
+        while not self._closed:
+            requests, rows = self._waiting(key)
+            if requests >= expected or rows >= self.batch_limit or len(self._queue) > requests:
+                return
+            if not await self._wait_until(deadline):
+                return
 
     async def _execute(self, batch: list[_Item]) -> None:
         try:
@@ -272,6 +309,7 @@ class Batcher:
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
+            self._running_requests -= len(batch)
             self._slots.release()
             if self._queue:
                 self._wakeup.set()

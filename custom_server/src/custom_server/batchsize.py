@@ -12,6 +12,14 @@ into buckets by powers of two (an average per bucket, recent calls weighing more
 line through the buckets gives ``fixed`` and ``per_row``. Until two buckets are known the limit grows
 by doubling while calls stay well within the bound (under load batches fill up to the limit, so the
 next bucket gets measured). With ``BATCH_POLICY=fixed`` the limit stays ``MAX_BATCH_SIZE``.
+
+Filling the batch. Taking whatever waits the moment the model is free splits closed-loop clients into
+groups that alternate: the clients answered by one call send their next requests while the next call
+already runs without them, so 32 clients make calls of about 16 requests, each paying the fixed cost.
+With a known fixed cost the free model therefore waits for the requests it expects (as many as were
+in the server at once lately, ``RecentPeak``), at most ``gather_wait``: the call's fixed cost (a wait
+that saves a call must cost less than the call) and a quarter of the latency bound. Under light load
+the peak is the one request waiting, and nothing waits; a cheap model has no fixed cost to save.
 """
 
 from __future__ import annotations
@@ -104,3 +112,37 @@ class CostPolicy:
         elif rows >= self.limit and seconds < self.max_latency_s / 2:
             # one size known so far, and full calls are cheap: try bigger ones
             self.limit = min(self.ceiling, self.limit * 2)
+
+
+def gather_wait(fit: CostFit | None, max_latency_s: float) -> float:
+    """The longest a free model waits for expected requests to join its batch (0 until the cost is known)."""
+    if fit is None:
+        return 0.0
+    return max(0.0, min(fit.fixed_s, max_latency_s / 4))
+
+
+@dataclass(slots=True)
+class RecentPeak:
+    """The most requests in the server (queued, running or being read) lately: over the current and the
+    previous window of ``window`` model calls, so a drop in load is forgotten within two windows."""
+
+    window: int = 16
+    _current: int = 0
+    _previous: int = 0
+    _calls: int = 0
+
+    def observe(self, requests: int) -> None:
+        """Requests in the server now."""
+        if requests > self._current:
+            self._current = requests
+
+    def call(self) -> None:
+        """One model call started."""
+        self._calls += 1
+        if self._calls >= self.window:
+            self._previous, self._current, self._calls = self._current, 0, 0
+
+    @property
+    def value(self) -> int:
+        """The peak of the current and the previous window."""
+        return max(self._current, self._previous)

@@ -178,8 +178,9 @@ class Settings(BaseSettings):
     batch_policy: Literal["cost", "fixed"] = Field(
         default="cost",
         description="`cost`: the rows per model call follow the model's measured cost (a fixed part per "
-        "call plus a part per row): the largest batch whose call fits `MAX_LATENCY_MS`, at most 4096 rows. "
-        "`fixed`: at most `MAX_BATCH_SIZE` rows.",
+        "call plus a part per row): the largest batch whose call fits `MAX_LATENCY_MS`, at most 4096 rows; "
+        "a free model waits, at most its fixed cost, for the requests it expects. "
+        "`fixed`: at most `MAX_BATCH_SIZE` rows, no waiting.",
     )
     max_latency_ms: float = Field(
         default=50.0,
@@ -192,8 +193,9 @@ class Settings(BaseSettings):
         default=0.0,
         ge=0,
         le=10_000,
-        description="How long the first request of a batch waits for more. 0: no waiting, batch "
-        "whatever queued up while the model was busy (no added latency).",
+        description="How long the first request of a batch waits for more. 0: no fixed wait; batch "
+        "whatever queued up while the model was busy (with `BATCH_POLICY=cost`, plus the requests expected "
+        "soon, waiting at most the model's fixed cost per call).",
     )
     max_queue_size: int = Field(
         default=512,

@@ -254,7 +254,7 @@ def create_app(
     )
 
     install_error_handlers(app)
-    app.add_middleware(ServerMiddleware, settings=settings, metrics=data_plane.metrics)
+    app.add_middleware(ServerMiddleware, settings=settings, metrics=data_plane.metrics, endpoints=endpoints)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
