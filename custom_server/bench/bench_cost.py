@@ -11,7 +11,8 @@ clients, every server pinned to one core (``--server-cpu``) and the load generat
 - the ceilings: a no-op FastAPI/uvicorn endpoint (REST) and a no-op grpc.aio ModelInfer (gRPC);
 - the model's cost per call against batch size, measured here on the server core, and its best
   amortized cost per request;
-- the limit of each protocol on one core: ``1 / (1 / ceiling + best amortized cost per request)``,
+- the limit of each protocol on one core: ``1 / (1 / ceiling + best amortized cost per request)``, the best
+  among calls of at most one request per client (the most the clients can have waiting),
   our share of it, and our ratio to the best peer (goals: >= 80 % of the limit, >= 2x the best peer,
   p99 no worse).
 
