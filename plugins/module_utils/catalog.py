@@ -37,6 +37,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.strategy i
     min_available_during_update,
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import runtimes as _runtimes
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils import knobs as _knobs
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.smoke import SMOKE_SCHEMA
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.quantity import QuantityError, parse_quantity  # noqa: F401 (re-exported)
 
@@ -390,6 +391,8 @@ def _entry_properties(environments: Sequence[str]) -> dict[str, Any]:
         },
         # The post-deploy check's inference through the Service (module_utils/smoke.py).
         "smoke": SMOKE_SCHEMA,
+        # The shared knobs this model sets for itself (module_utils/knobs.py).
+        "deploy": _knobs.catalog_schema(),
         "environments": {
             "type": "object",
             "propertyNames": {"enum": list(environments)},

@@ -55,50 +55,65 @@ class Knob:
 
 
 KNOBS: Tuple[Knob, ...] = (
-    Knob("namespace", "str", "ai-serving", "Namespace of the model's objects: the one bootstrap_cluster.yml made.",
+    Knob("namespace", "str", "ai-serving",
+         "Namespace of the model's objects. It must exist, with its baseline (playbooks/bootstrap_cluster.yml).",
          pattern=_DNS_LABEL, default_from=("ai_namespace_name",)),
-    Knob("service_account_name", "str", "model-server-sa", "ServiceAccount the model's pods run as.",
+    Knob("service_account_name", "str", "model-server-sa",
+         "ServiceAccount of the pods (the ai_namespace role makes model-server-sa).",
          per_model=True, default_from=("ai_namespace_service_account_name",)),
-    Knob("pod_labels", "dict", {}, "Extra labels of the pods (a service mesh, cost allocation, a fault to inject).",
+    Knob("pod_labels", "dict", {},
+         "Extra labels of the pod template (a service mesh, cost allocation). The labels the deploy sets "
+         "(app.kubernetes.io/*, creativeflow.ai/runtime, creativeflow.ai/model-name) cannot be overridden. On the "
+         "local kwok cluster, sim.creativeflow.ai/fault (not-ready, crash-loop, image-pull) makes the pods fail.",
          per_model=True),
-    Knob("pod_annotations", "dict", {}, "Extra annotations of the pods.", per_model=True),
+    Knob("pod_annotations", "dict", {}, "Annotations of the pod template.", per_model=True),
     Knob("termination_grace_period_seconds", "int", 60,
-         "Seconds a pod has to finish after SIGTERM; more than pre_stop_sleep_seconds, else the drain is cut short.",
+         "The pods' terminationGracePeriodSeconds; more than pre_stop_sleep_seconds, else the drain is cut short.",
          per_model=True, minimum=1),
     Knob("pre_stop_sleep_seconds", "int", 10,
-         "preStop sleep: the pod keeps serving until its endpoint is gone from every Service.", per_model=True,
-         minimum=0),
+         "Seconds the preStop hook sleeps before the server gets SIGTERM, so the endpoint leaves the Service first "
+         "and no request is cut (a graceful drain).", per_model=True, minimum=0),
     Knob("progress_deadline_seconds", "int", 600, "The Deployment's spec.progressDeadlineSeconds.", per_model=True,
          minimum=1),
     Knob("gpu_preflight", "bool", True,
-         "Prove before applying that the GPUs fit the namespace quota and the nodes, rollout surge included.",
-         per_model=True),
-    Knob("rollout_timeout", "int", 600, "Seconds to wait for the new version to be available.", per_model=True,
-         minimum=1),
+         "Before applying, prove that the replicas' GPUs fit the namespace quota and the eligible nodes at every "
+         "step of the rollout (gpu_capacity_check). false skips it (e.g. when a cluster autoscaler adds GPU nodes); "
+         "a rollout that then stays Pending is rolled back.", per_model=True),
+    Knob("rollout_timeout", "int", 600, "Seconds to wait for the rollout, and for the rollback after a failure.",
+         per_model=True, minimum=1),
     Knob("rollout_fail_fast", "int", 60,
          "Seconds after which a reason waiting does not cure (CrashLoopBackOff, ImagePullBackOff...) fails the "
          "rollout; 0 waits for rollout_timeout.", per_model=True, minimum=0),
     Knob("rollback_on_failure", "bool", True,
-         "Put the previous version back when the new one does not come up.", per_model=True),
+         "When the rollout fails, put the previous revision back (and the Service, HPA, PDB and ServiceMonitor as they "
+         "were; on a first deploy, remove what was created), wait until it is available, then fail with the reason. "
+         "false leaves the failed rollout in place for inspection.", per_model=True),
     Knob("smoke_check", "bool", True,
-         "After the rollout, ask the server through its Service (health and the catalog's smoke request).",
+         "After the rollout, wait for ready endpoints behind the Service and ask the server through the API server's "
+         "service proxy (its health paths, and the catalog entry's smoke inference).",
          per_model=True),
-    Knob("service_monitor", "bool", True, "A ServiceMonitor when the Prometheus Operator's CRD is served.",
+    Knob("service_monitor", "bool", True,
+         "A ServiceMonitor for the metrics endpoint when the Prometheus Operator's CRD (monitoring.coreos.com/v1) "
+         "is served; removed again when false. render_model.yml never writes one.", per_model=True),
+    Knob("service_monitor_labels", "dict", {},
+         "Extra labels of the ServiceMonitor, for the Prometheus' serviceMonitorSelector (e.g. release=prometheus).",
          per_model=True),
-    Knob("service_monitor_labels", "dict", {}, "Labels of the ServiceMonitor (what the Prometheus selects).",
-         per_model=True),
-    Knob("image_build", "bool", True, "Build and push the image when the catalog entry has image.build.",
-         per_model=True),
-    Knob("image_builder", "str", "docker", "What builds the image.", choices=("docker", "podman")),
+    Knob("image_build", "bool", True,
+         "Build and push the image before deploying when the catalog entry has image.build (not disabled); skipped "
+         "when the registry has the tag already. false deploys image.repository:image.tag as it is.", per_model=True),
+    Knob("image_builder", "str", "docker",
+         "docker (community.docker) or podman (containers.podman) builds and pushes. Log in to the registry first.",
+         choices=("docker", "podman")),
     Knob("image_registry", "dict", {},
-         "Credentials for the registry's tag look-up (username, password, insecure, validate_certs); pushes use "
-         "the builder's own login.", no_log=True),
+         "Access to the registry for the tag look-up before a build - username, password (never printed), insecure "
+         "(plain HTTP; automatic for localhost), validate_certs. Pushes use the builder's own login.", no_log=True),
     Knob("model_fetch_images", "dict", {
         "s3": "amazon/aws-cli:2.17.50",
         "gs": "gcr.io/google.com/cloudsdktool/google-cloud-cli:494.0.0-slim",
         "https": "curlimages/curl:8.10.1",
         "http": "curlimages/curl:8.10.1",
-    }, "Image of the init container that fetches a model.uri, per scheme."),
+    }, "Image of the init container that fetches model.uri into an emptyDir, per URI scheme (s3, gs, http, https); the "
+         "Secret of model.credentials_secret becomes its environment."),
 )
 
 BY_NAME: Dict[str, Knob] = {knob.name: knob for knob in KNOBS}

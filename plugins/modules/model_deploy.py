@@ -40,8 +40,8 @@ options:
     default: all
   runtime:
     description:
-      - The runtime of the model, a record of C(plugins/module_utils/runtimes.py); also the prefix of the variables
-        messages name (V(triton) names C(triton_pod_labels)).
+      - The runtime of the model, a record of C(plugins/module_utils/runtimes.py); also the prefix of its own variables
+        in messages (V(triton) names C(triton_run_as_user)); the shared knobs are named C(ai_serving_<knob>).
     type: str
     required: true
   model:

@@ -163,7 +163,7 @@ def build_probe_catalog(port: int, tag: str, context: Path) -> Dict[str, Any]:
     }
     # The docker builder on purpose (the local inventory builds with podman): no Docker engine runs here, so
     # a missing tag's build fails, which is what the test of a failed build needs.
-    return {"ai_serving_models": models, "tf_serving_image_builder": "docker"}
+    return {"ai_serving_models": models, "ai_serving_image_builder": "docker"}
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -398,7 +398,7 @@ def updated(checked, runner: Runner) -> Run:
         "autoscaling": {"enabled": True, "min_replicas": 1, "max_replicas": 2, "target_cpu_utilization": 70},
         "pdb": {"enabled": True, "max_unavailable": 1},
     })
-    extra["tf_serving_pod_annotations"] = {"example.com/release": "two"}
+    extra["ai_serving_pod_annotations"] = {"example.com/release": "two"}
     return runner("deploy_model.yml", "image-classifier", extra)
 
 
@@ -434,7 +434,7 @@ def failures(updated, runner: Runner, apps_v1, namespace: str) -> Dict[str, Any]
     def custom() -> Dict[str, Run]:
         refused = runner("deploy_model.yml", "text-generation-gpt", unschedulable)
         skipped = runner("deploy_model.yml", "text-generation-gpt",
-                         {**unschedulable, "custom_python_gpu_preflight": False, "custom_python_rollout_timeout": 20})
+                         {**unschedulable, "ai_serving_gpu_preflight": False, "ai_serving_rollout_timeout": 20})
         return {"refused": refused, "skipped": skipped}
 
     runs = runner.parallel({
@@ -484,7 +484,7 @@ def test_gpu_preflight_refuses_and_applies_nothing(failures, namespace: str) -> 
     assert "GPU preflight for text-generation-gpt" in run.output
     assert "fit on no eligible node" in run.output
     assert "Nothing was applied" in run.output
-    assert "custom_python_gpu_preflight=false" in run.output
+    assert "ai_serving_gpu_preflight=false" in run.output
     assert "Apply | Every object" not in run.stdout
 
 
@@ -512,7 +512,7 @@ def finale(failures, runner: Runner, tmp_path_factory) -> Dict[str, Any]:
     }]))
 
     def rollback() -> Dict[str, Run]:
-        release = runner("deploy_model.yml", "vision-models", {"triton_pod_annotations": {"example.com/release": "b"}})
+        release = runner("deploy_model.yml", "vision-models", {"ai_serving_pod_annotations": {"example.com/release": "b"}})
         back = runner("rollback_model.yml", "vision-models")
         return {"release": release, "back": back}
 

@@ -129,7 +129,7 @@ def deploys(kubeconfig: str, namespace: str, registry: str, base_image: str, con
         "custom_python": {"model_format": "python", "model_class": "/models/doubler.py:Doubler"},
     }
     extra = {"model": MODEL, "ai_namespace_name": namespace, "ai_serving_models": models,
-             "custom_python_image_builder": "podman"}
+             "ai_serving_image_builder": "podman"}
     env = {**container_env}
     started = time.monotonic()
     first = run_playbook("deploy_model.yml", kubeconfig, extra, env=env, timeout=900)

@@ -265,7 +265,7 @@ def test_failed_version_is_rolled_back_under_load_with_no_failed_request(deploye
     models = failing_catalog(model)
     with Load(proxy_for(api_client, namespace, runtime), runtime, catalog()[model]["smoke"]) as load:
         # The new pod stays live but never ready: the rollout counts as failed after 60 s.
-        run = deploy("deploy_model.yml", model, models, timeout=900, custom_python_rollout_timeout=60)
+        run = deploy("deploy_model.yml", model, models, timeout=900, ai_serving_rollout_timeout=60)
         time.sleep(3)  # a few requests after the rollback too
     line = load.report("failed rollout and rollback")
     assert run.returncode != 0, run.explain()

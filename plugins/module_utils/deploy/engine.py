@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
-from ansible_collections.creativeflow.ai_serving.plugins.module_utils import manifests, runtimes
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils import knobs, manifests, runtimes
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import (
     HAS_JSONSCHEMA,
     CatalogError,
@@ -38,6 +38,10 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout_wa
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout_wait import Rollout
 
 MANAGED_BY = "creativeflow.ai_serving"
+
+
+#: Shared knobs are named ai_serving_<knob> in messages; runtime knobs keep the runtime's prefix.
+KNOB_PREFIX = knobs.PREFIX.rstrip("_")
 
 
 class Engine:
@@ -119,8 +123,8 @@ class Engine:
             model = resolve_model(catalog, name)
         except CatalogError as exc:
             raise DeployError(str(exc), problems=exc.problems) from exc
-        checks.settings_checks(settings_values, self.prefix)
-        checks.check_timing(self.prefix, int(args["rollout_timeout"]), int(args["rollout_fail_fast"]),
+        checks.settings_checks(settings_values, KNOB_PREFIX)
+        checks.check_timing(KNOB_PREFIX, int(args["rollout_timeout"]), int(args["rollout_fail_fast"]),
                             int(settings_values.get("progress_deadline_seconds", 600)),
                             int(settings_values.get("pre_stop_sleep_seconds", 10)),
                             int(settings_values.get("termination_grace_period_seconds", 60)))
@@ -131,10 +135,10 @@ class Engine:
         except (runtimes.UnknownRuntimeError, KeyError, TypeError, ValueError) as err:
             raise DeployError("model_deploy could not work out {0}'s server: {1}".format(name, err)) from err
         checks.check_run_as_user(server["run_as_user"], self.prefix)
-        checks.check_fetch(model, settings.model_fetch_images, self.prefix)
+        checks.check_fetch(model, settings.model_fetch_images, KNOB_PREFIX)
         build = checks.wants_build(model, args.get("image_build", True))
         if build:
-            checks.check_build_context(model, self.base_dir, self.prefix, server["image"])
+            checks.check_build_context(model, self.base_dir, KNOB_PREFIX, server["image"])
         node_selector, tolerations = manifests.scheduling(model)
         return {"name": name, "namespace": settings.namespace, "model": model, "server": server,
                 "image": server["image"], "build": build, "node_selector": node_selector,
@@ -162,7 +166,7 @@ class Engine:
         snapshot["configmaps"] = sorted((c.get("metadata") or {}).get("name") for c in configmaps)
         snapshot["configmap_versions"] = {(c.get("metadata") or {}).get("name"):
                                           (c.get("metadata") or {}).get("resourceVersion") for c in configmaps}
-        problem = plan.namespace_problem(namespace_obj, namespace, self.prefix)
+        problem = plan.namespace_problem(namespace_obj, namespace, KNOB_PREFIX)
         if problem:
             raise DeployError(problem)
         required = [ref for ref in missing if ref["required"]]
@@ -179,7 +183,7 @@ class Engine:
         gpu = model.get("gpu") or {}
         found["gpu_fit"] = None
         if not self.args.get("gpu_preflight", True):
-            return "skipped ({0}_gpu_preflight is false)".format(self.prefix)
+            return "skipped ({0}_gpu_preflight is false)".format(KNOB_PREFIX)
         if int(gpu.get("count", 0)) <= 0 or int(found["replicas"]) <= 0:
             return "skipped (no GPU requested)"
         strategy = model.get("strategy") or {}
@@ -196,7 +200,7 @@ class Engine:
             raise DeployError(
                 "GPU preflight for {n} in namespace {ns}: {m}. Nothing was applied. (To deploy anyway, for example "
                 "when a cluster autoscaler adds GPU nodes, set {p}_gpu_preflight=false.)".format(
-                    n=name, ns=namespace, m=exc, p=self.prefix)) from exc
+                    n=name, ns=namespace, m=exc, p=KNOB_PREFIX)) from exc
         found["gpu_fit"] = {"max_replicas": result.get("max_replicas"), "msg": result.get("msg")}
         autoscaling = model.get("autoscaling") or {}
         fit_max = result.get("max_replicas")
@@ -239,7 +243,7 @@ class Engine:
                     raise self._dry_run_error(exc, name) from exc
                 violations = plan.pod_security_violations(warnings)
                 if violations:
-                    raise DeployError(plan.pod_security_message(name, namespace, violations, self.prefix))
+                    raise DeployError(plan.pod_security_message(name, namespace, violations, KNOB_PREFIX))
                 record["msg"] = "{0} objects admitted".format(len(objects))
         with self.step("Apply | Every object of the model") as record:
             changed = self._apply_all(found, field_manager)
@@ -346,7 +350,7 @@ class Engine:
                 record["changed"] = True
                 record["msg"] = ("removed the first deploy's objects" if first else
                                  (undo or {}).get("msg") or "put back revision {0}".format(revision))
-        raise DeployError(plan.failure_message(failure, name, namespace, self.prefix, rollback, first, undo, revision),
+        raise DeployError(plan.failure_message(failure, name, namespace, KNOB_PREFIX, rollback, first, undo, revision),
                           rollout=undo or {})
 
     def _undo(self, found: Dict[str, Any], revision: Optional[int], field_manager: str) -> Dict[str, Any]:

@@ -94,8 +94,8 @@ def test_secrets_are_masked_for_output() -> None:
     assert got.values["image_registry"]["password"] == "hunter2"
 
 
-def test_runtime_roles_that_still_declare_a_knob_agree_with_its_default() -> None:
-    """Until the roles stop declaring the shared knobs, their defaults and these are the same values."""
+def test_no_role_declares_a_shared_knob_again() -> None:
+    """Declared once: no runtime role (nor _common) has a default or an argument spec of its own for a shared knob."""
     from pathlib import Path
 
     import yaml
@@ -103,10 +103,45 @@ def test_runtime_roles_that_still_declare_a_knob_agree_with_its_default() -> Non
     from ansible_collections.creativeflow.ai_serving.plugins.module_utils import runtimes
 
     roles = Path(__file__).resolve().parents[4] / "roles"
-    for runtime in runtimes.names():
-        defaults = yaml.safe_load((roles / runtime / "defaults" / "main.yml").read_text()) or {}
+    for role in list(runtimes.names()) + ["_common"]:
+        defaults_file = roles / role / "defaults" / "main.yml"
+        defaults = (yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else {}
+        specs = yaml.safe_load((roles / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+        options = {name for entry in specs.values() for name in entry.get("options", {})}
         for knob in knobs.KNOBS:
-            value = defaults.get("{0}_{1}".format(runtime, knob.name))
-            if value is None or (isinstance(value, str) and "{{" in value):
-                continue
-            assert value == knob.default, (runtime, knob.name)
+            for name in ("{0}_{1}".format(role, knob.name), "_common_" + knob.name):
+                assert name not in defaults, (role, name)
+                assert name not in options, (role, name)
+
+
+def test_the_module_doc_lists_every_knob_with_its_default() -> None:
+    """ansible-doc creativeflow.ai_serving.model_knobs is the knobs' reference: it must not drift from KNOBS."""
+    from pathlib import Path
+
+    import yaml
+
+    source = (Path(__file__).resolve().parents[4] / "plugins" / "modules" / "model_knobs.py").read_text()
+    doc = yaml.safe_load(source.split('DOCUMENTATION = r"""', 1)[1].split('"""', 1)[0])
+    entries = {line.split(")", 1)[0][len("C("):]: line for line in doc["description"] if line.startswith("C(ai_serving_")}
+    assert sorted(entries) == sorted(knob.variable for knob in knobs.KNOBS)
+    for knob in knobs.KNOBS:
+        entry = entries[knob.variable]
+        assert ("catalog C(deploy)" in entry) == knob.per_model, knob.name
+        default = knob.default
+        if isinstance(default, bool):
+            assert "default V({0})".format(str(default).lower()) in entry, knob.name
+        elif isinstance(default, (int, str)):
+            assert "V({0})".format(default) in entry, knob.name
+        else:
+            assert all(str(value) in entry for value in default.values()), knob.name
+
+
+def test_the_docs_knob_table_has_one_row_per_knob() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[4] / "docs" / "deploy_model.md").read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `ai_serving_([a-z_]+)` \|.*$", text, re.MULTILINE)}
+    assert sorted(rows) == sorted(knob.name for knob in knobs.KNOBS)
+    for knob in knobs.KNOBS:
+        assert rows[knob.name].split(" | ")[3] == ("yes" if knob.per_model else "no"), knob.name
