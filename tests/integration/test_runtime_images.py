@@ -61,6 +61,14 @@ ENTRIES: Dict[str, Dict[str, Any]] = {
     },
 }
 
+# The build arguments each role's entry point passes (its Dockerfile pins), by role variable: the same
+# arguments as a deploy's build, so this build and test_serving's deploy of the CPU examples (same template,
+# context and base image) share their layers in the cached storage.
+BUILD_ARGS = {
+    "triton": {"PYTRITON_VERSION": "triton_pytriton_version", "NUMPY_VERSION": "triton_numpy_version"},
+    "torchserve": {"TORCHSERVE_VERSION": "torchserve_version", "PYYAML_VERSION": "torchserve_pyyaml_version"},
+}
+
 # The ports of each role, in the order the run below gets free ones for them.
 PORTS = {
     "triton": ["triton_http_port", "triton_grpc_port", "triton_metrics_port"],
@@ -116,11 +124,20 @@ def render(runtime: str, entry: Dict[str, Any], ports: Dict[str, int], out: Path
     return run
 
 
-def podman_build(env: Dict[str, str], dockerfile: Path, context: Path, tag: str) -> subprocess.CompletedProcess:
+def build_args(runtime: str) -> List[str]:
+    """The role's --build-arg values, from its defaults, as its entry point hands them to the build."""
+    defaults = yaml.safe_load((REPO_ROOT / "roles" / runtime / "defaults" / "main.yml").read_text())
+    pairs = {arg: defaults[variable] for arg, variable in BUILD_ARGS[runtime].items()}
+    pairs["BASE_IMAGE"] = image_tools.BASE_IMAGE
+    return [part for arg, value in pairs.items() for part in ("--build-arg", f"{arg}={value}")]
+
+
+def podman_build(env: Dict[str, str], dockerfile: Path, context: Path, tag: str,
+                 runtime: str) -> subprocess.CompletedProcess:
     return subprocess.run(["podman", "build", "--isolation", "chroot", "--format", "docker", "--layers",
-                           "--build-arg", f"BASE_IMAGE={image_tools.BASE_IMAGE}", "-f", str(dockerfile), "-t", tag,
-                           str(context)], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          check=False, timeout=1800)
+                           *build_args(runtime), "-f", str(dockerfile), "-t", tag, str(context)],
+                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+                          timeout=1800)
 
 
 def image_config(env: Dict[str, str], tag: str) -> Dict[str, Any]:
@@ -182,24 +199,20 @@ def base_image(container_env: Dict[str, str]) -> str:
 
 
 def built_image(runtime: str, container_env: Dict[str, str], tmp_path_factory) -> Iterator[Dict[str, Any]]:
-    """Render, build (timed) and yield the runtime's image; remove it and the build's layers afterwards."""
+    """Render, build (timed) and yield the runtime's image. The image and its layers stay in the cached storage:
+    the next run, and test_serving's deploy of the same template (a cold machine builds each image once), reuse
+    them."""
     out = tmp_path_factory.mktemp(runtime)
     ports = {name: free_port() for name in PORTS[runtime]}
     run = render(runtime, ENTRIES[runtime], ports, out)
     entry = run["entry"]
     tag = f"{entry['image']['repository']}:{entry['image']['tag']}"
     started = time.monotonic()
-    proc = podman_build(container_env, out / "Dockerfile", Path(entry["image"]["build"]["context"]), tag)
+    proc = podman_build(container_env, out / "Dockerfile", Path(entry["image"]["build"]["context"]), tag, runtime)
     seconds = time.monotonic() - started
     assert proc.returncode == 0, f"{runtime} image build failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-3000:]}"
-    try:
-        yield {"tag": tag, "out": out, "ports": ports, "run": run, "seconds": seconds,
-               "config": image_config(container_env, tag)}
-    finally:
-        subprocess.run(["podman", "rmi", "--force", tag], env=container_env, stdin=subprocess.DEVNULL,
-                       capture_output=True, check=False)
-        subprocess.run(["podman", "image", "prune", "--force"], env=container_env, stdin=subprocess.DEVNULL,
-                       capture_output=True, check=False)
+    yield {"tag": tag, "out": out, "ports": ports, "run": run, "seconds": seconds,
+           "config": image_config(container_env, tag)}
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +313,7 @@ def test_torchserve_build_without_the_model_names_the_fix(torchserve_image: Dict
     context.mkdir()
     (context / "notes.txt").write_text("no handler here\n")
     tag = f"localhost/ai-serving-test/torchserve-broken:{uuid.uuid4().hex[:8]}"
-    proc = podman_build(container_env, torchserve_image["out"] / "Dockerfile", context, tag)
+    proc = podman_build(container_env, torchserve_image["out"] / "Dockerfile", context, tag, "torchserve")
     subprocess.run(["podman", "rmi", "--force", tag], env=container_env, stdin=subprocess.DEVNULL,
                    capture_output=True, check=False)
     assert proc.returncode != 0
