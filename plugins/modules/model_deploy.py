@@ -106,8 +106,9 @@ options:
     type: dict
   stop_for_build:
     description:
-      - With O(phase=all), stop after the preflight when the entry's image is to be built (RV(plan.build), never in
-        check mode), and say so in RV(build_pending); the caller builds it, then calls O(phase=apply) with RV(plan).
+      - With O(phase=all), stop after the preflight when the entry's image is to be built (the C(build) key of
+        RV(plan), never in check mode), and say so in RV(build_pending); the caller builds it, then calls
+        O(phase=apply) with RV(plan).
       - V(false) applies without stopping (the image is deployed as it is).
     type: bool
     default: false
