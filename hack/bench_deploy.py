@@ -22,8 +22,9 @@ smoke check; the figures show what that costs. Prints each run, the medians,
 the ratios against both references (issue 13's goals: a no-change deploy
 within 2x Ansible's floor, a cold deploy with pods Ready at once within 3x
 kubectl's), and where the deploy's time goes: the step lines model_deploy
-prints (name and seconds), summed over the two calls, and the rest (Ansible's
-own work: the tasks around them, templating, the build and verify steps).
+prints (name and seconds; summed when an image build splits the deploy in
+two calls), and the rest (Ansible's own work: its start, the tasks around the
+call, templating).
 Run it from the project venv (`make bench-deploy`).
 
 kwok makes a pod Ready the moment it is scheduled, which no model server does.
@@ -176,7 +177,7 @@ def scenario(options: argparse.Namespace, delay: str) -> tuple[str, Dict[str, fl
         print(f"  where the time goes, {key} ({total:.1f} s, median per step):")
         for name, value in per_step.items():
             print(f"    {name:52s} {value:6.2f} s")
-        print(f"    {'rest (Ansible: tasks, templating, build and verify)':52s} "
+        print(f"    {'rest (Ansible: its start, the tasks around the call)':52s} "
               f"{max(0.0, total - sum(per_step.values())):6.2f} s", flush=True)
     return delay, median
 

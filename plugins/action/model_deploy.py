@@ -59,9 +59,14 @@ class ActionModule(ActionBase):
                         report=lambda step: display.display(_step_line(step)))
         try:
             found = args["plan"] if args["phase"] == "apply" and args["plan"] else engine.preflight()
-            if args["phase"] in ("apply", "all"):
+            # The image build is Ansible tasks: phase all stops before the apply only when one is to run.
+            build_pending = bool(found["build"] and args["stop_for_build"] and args["phase"] != "apply"
+                                 and not check_mode)
+            if args["phase"] == "apply" or (args["phase"] == "all" and not build_pending):
                 result["rollout"] = engine.apply(found)
-            result["plan"] = found
+                if args["verify"]:
+                    result["verify"] = engine.verify(found, result["rollout"])
+            result.update(plan=found, build_pending=build_pending)
         except DeployError as exc:
             result.update(exc.result)
             result.update(failed=True, msg=str(exc), steps=engine.steps,

@@ -135,6 +135,11 @@ class KubeReader:
                 hide(str(value)[len("Bearer ") :])
 
     @property
+    def api_client(self) -> Any:
+        """The kubernetes ApiClient under the dynamic client: sends any path with the configured credentials."""
+        return self._client.client.client
+
+    @property
     def target(self) -> str:
         return describe_target(self._params, self.host)
 

@@ -126,6 +126,8 @@ class Rollout:
         timeout = max(0, self.params["timeout"])
         fail_fast = max(0, self.params["fail_fast"])
         interval = max(1, self.params["poll_interval"])
+        # Look again soon at first (a rollout that is about done, kwok's pods), then every poll_interval.
+        delay = min(0.25, interval)
         started = time.monotonic()
         first_seen: Dict[Tuple[str, Optional[str]], float] = {}
         while True:
@@ -151,7 +153,8 @@ class Rollout:
             if now - started >= timeout:
                 return deployment, replicasets, pods, diagnose(deployment, replicasets, pods, self.events()), \
                     "it did not complete within {0}s".format(timeout)
-            time.sleep(min(interval, max(0.5, timeout - (now - started))))
+            time.sleep(min(delay, max(0.5, timeout - (now - started))))
+            delay = min(delay * 2, interval)
 
     def run(self) -> Dict[str, Any]:
         result: Dict[str, Any] = dict(changed=False, complete=False, reasons=[])

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: model_deploy
-short_description: Deploy a model in one run - preflight, render, dry run, apply, rollout wait, rollback on failure
+short_description: Deploy a model in one run - preflight, render, dry run, apply, rollout wait, rollback, verify
 version_added: 0.1.0
 author:
   - creativeflow.ai platform team (@creativeflow-ai)
@@ -27,9 +27,15 @@ description:
   - B(Rollback) - when the rollout fails, puts the previous revision's pod template back and waits for it, puts the
     other objects back as they were and removes what the run added (everything, on a first deploy), then fails with
     the reason read from the pods and what the rollback did.
+  - B(Verify) - after a completed rollout (O(verify)) - waits until the Service has ready endpoints (its
+    EndpointSlices), then asks the runtime's health paths and the catalog entry's C(smoke) inference through the
+    API server's service proxy, as M(creativeflow.ai_serving.model_smoke) does (O(smoke_check); where every ready
+    endpoint is on a simulated node, nothing is sent and the step says why); a wrong answer fails the task, the
+    rollout stays. Then deletes the model's ConfigMaps that no ReplicaSet refers to any more.
   - Prints one line per step with its duration, and returns them in RV(steps).
-  - The runtime roles' internal role C(_common) calls it twice, with the optional image build between - O(phase=preflight)
-    then O(phase=apply) with the preflight's RV(plan).
+  - The runtime roles' internal role C(_common) calls it once with O(phase=all) and O(stop_for_build=true); only
+    when an image is to be built (RV(build_pending)) does it stop before the apply, and the role builds the image,
+    then calls it again with O(phase=apply) and the first call's RV(plan).
 options:
   phase:
     description:
@@ -96,8 +102,33 @@ options:
     default: true
   plan:
     description:
-      - With O(phase=apply), the RV(plan) an earlier O(phase=preflight) call returned.
+      - With O(phase=apply), the RV(plan) an earlier O(phase=preflight) (or stopped O(phase=all)) call returned.
     type: dict
+  stop_for_build:
+    description:
+      - With O(phase=all), stop after the preflight when the entry's image is to be built (the C(build) key of
+        RV(plan), never in check mode), and say so in RV(build_pending); the caller builds it, then calls
+        O(phase=apply) with RV(plan).
+      - V(false) applies without stopping (the image is deployed as it is).
+    type: bool
+    default: false
+  verify:
+    description:
+      - After a completed rollout, run the verify steps (the Service's endpoints and the smoke requests, per
+        O(smoke_check); the removal of the ConfigMaps no revision refers to). Not in check mode.
+    type: bool
+    default: true
+  smoke_check:
+    description:
+      - Within O(verify), wait for the Service's ready endpoints and send the smoke requests (the runtime's health
+        paths, the catalog entry's C(smoke) inference). Skipped when the model has no replicas.
+    type: bool
+    default: true
+  smoke_timeout:
+    description:
+      - Seconds during which a failing smoke request is asked again before it counts as failed.
+    type: int
+    default: 60
   field_manager:
     description:
       - Field manager of every server-side apply.
@@ -124,6 +155,7 @@ seealso:
   - module: creativeflow.ai_serving.model_manifests
   - module: creativeflow.ai_serving.gpu_capacity_check
   - module: creativeflow.ai_serving.rollout_status
+  - module: creativeflow.ai_serving.model_smoke
 """
 
 EXAMPLES = r"""
@@ -135,6 +167,25 @@ EXAMPLES = r"""
       namespace: ai-serving
     rollout_timeout: 900
   register: deploy
+
+- name: Deploy, building the image first when the entry asks for one
+  creativeflow.ai_serving.model_deploy:
+    runtime: triton
+    model: "{{ catalog.model }}"
+    settings:
+      namespace: ai-serving
+    stop_for_build: true
+  register: deploy
+
+- name: After building the image (your build tasks here), apply the plan the first call returned
+  creativeflow.ai_serving.model_deploy:
+    phase: apply
+    plan: "{{ deploy.plan }}"
+    runtime: triton
+    model: "{{ catalog.model }}"
+    settings:
+      namespace: ai-serving
+  when: deploy.build_pending
 
 - name: Only the preflight (nothing is applied)
   creativeflow.ai_serving.model_deploy:
@@ -174,9 +225,19 @@ plan:
       C(configmaps)), C(gpu_fit), C(configmap_name), C(objects) (in apply order) and C(absent) (to remove).
   returned: success
   type: dict
+build_pending:
+  description: Whether the call stopped before the apply because the image is to be built (O(stop_for_build)).
+  returned: success
+  type: bool
 rollout:
   description: The rollout's outcome, as M(creativeflow.ai_serving.rollout_status) returns it.
-  returned: with O(phase=apply) or O(phase=all), not in check mode
+  returned: with O(phase=apply) or O(phase=all) when it applied, not in check mode
+  type: dict
+verify:
+  description:
+    - What the verify steps found - C(smoke) (as M(creativeflow.ai_serving.model_smoke) returns it, V(null) when
+      not run) and C(deleted_configmaps).
+  returned: when the verify steps ran
   type: dict
 """
 

@@ -23,7 +23,9 @@ description:
   - First reads the Service's EndpointSlices and the nodes. When no ready endpoint can answer - none is ready, or
     they are on simulated (kwok) nodes, where no container runs - nothing is sent, and RV(checked=false) with
     RV(reason) says why. It never skips silently.
-  - The pure logic (proxy paths, requests, judging an answer) is C(plugins/module_utils/smoke.py).
+  - The pure logic (proxy paths, requests, judging an answer) is C(plugins/module_utils/smoke.py); the reads and
+    requests are C(plugins/module_utils/smoke_check.py), which the verify step of
+    M(creativeflow.ai_serving.model_deploy) runs too.
 options:
   namespace:
     description:
@@ -157,21 +159,16 @@ summary:
   type: str
 """
 
-import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.creativeflow.ai_serving.plugins.module_utils import smoke
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils import smoke, smoke_check
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_common import (
     K8sAccessError,
     K8sModule,
     KubeReader,
     auth_argument_spec,
 )
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
-
-# How much of an answer goes into the result.
-_ANSWER_SHOWN = 500
 
 
 def argspec() -> Dict[str, Any]:
@@ -199,110 +196,21 @@ def argspec() -> Dict[str, Any]:
     return spec
 
 
-class ServiceProxy:
-    """HTTP requests to a Service through the API server, with kubernetes.core's client and credentials."""
-
-    def __init__(self, module: K8sModule, request_timeout: int) -> None:
-        # The ApiClient under kubernetes.core's dynamic client: its call_api sends any path with the
-        # configured credentials; the proxied answer may be anything, not an API object.
-        self._api = get_api_client(module=module).client.client
-        self._timeout = request_timeout
-
-    def send(self, path: str, method: str, body: Any) -> Tuple[Optional[int], str, str]:
-        """(status, body text, error): status None when no HTTP answer came back."""
-        headers = {"Accept": "application/json, */*"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        try:
-            status, data = self._request(path, method, headers, body)
-            return status, _text(data), ""
-        except Exception as exc:  # ApiException carries the proxied answer; anything else is no answer
-            status = getattr(exc, "status", None)
-            if isinstance(status, int) and status > 0:
-                return status, _text(getattr(exc, "body", b"") or getattr(exc, "data", b"") or b""), ""
-            return None, "", "%s: %s" % (type(exc).__name__, exc)
-
-    def _request(self, path: str, method: str, headers: Dict[str, str], body: Any) -> Tuple[int, Any]:
-        api = self._api
-        if hasattr(api, "param_serialize"):
-            # kubernetes >= 31: serialize (credentials included), then send; no exception on HTTP errors.
-            parts = api.param_serialize(method, path, header_params=headers, body=body, auth_settings=["BearerToken"])
-            response = api.call_api(*parts, _request_timeout=self._timeout)
-            return int(response.status), response.read()
-        response = api.call_api(path, method, header_params=headers, body=body, auth_settings=["BearerToken"],
-                                _preload_content=False, _request_timeout=self._timeout)
-        return int(response.status), response.data
-
-
-def _text(data: Any) -> str:
-    if isinstance(data, bytes):
-        return data.decode("utf-8", "replace")
-    return "" if data is None else str(data)
-
-
-def ask(proxy: ServiceProxy, namespace: str, service: str, request: Dict[str, Any], deadline: float,
-        interval: float = 2.0) -> Dict[str, Any]:
-    """Send one request until it passes or the deadline passes; its last answer."""
-    path = smoke.proxy_path(namespace, service, request["port"], request["path"])
-    attempts = 0
-    while True:
-        attempts += 1
-        status, text, error = proxy.send(path, request["method"], request.get("body"))
-        message = smoke.judge(request, status, text, error)
-        if message is None or time.monotonic() + interval > deadline:
-            break
-        time.sleep(interval)
-    answer = text if len(text) <= _ANSWER_SHOWN else text[:_ANSWER_SHOWN] + "..."
-    return {"path": request["path"], "port": request["port"], "method": request["method"], "proxy_path": path,
-            "inference": bool(request.get("inference")), "status": status, "answer": answer,
-            "passed": message is None, "attempts": attempts, "message": message or ""}
-
-
 def run(module: K8sModule) -> Dict[str, Any]:
+    """The check of plugins/module_utils/smoke_check.py, which the deploy's verify step runs too."""
     params = module.params
-    namespace, service = params["namespace"], params["service"]
     reader = KubeReader(module)
-    slices = reader.list("EndpointSlice", api_version="discovery.k8s.io/v1", namespace=namespace,
-                         label_selector="kubernetes.io/service-name=%s" % service)
-    endpoints = smoke.ready_endpoints(slices)
-    simulated = [node["metadata"]["name"] for node in reader.list("Node") if smoke.is_simulated(node)]
-    code, reason = smoke.cannot_check(endpoints, simulated)
-    result: Dict[str, Any] = {"changed": False, "endpoints": endpoints, "results": [], "checked": not code,
-                              "reason": reason, "reason_code": code}
-    if code:
-        result["summary"] = "%s: %d ready endpoint(s) behind Service %s/%s; not asked: %s." % (
-            service, len(endpoints), namespace, service, reason)
-        return result
-    requests = smoke.requests(params["requests"])
-    proxy = ServiceProxy(module, params["request_timeout"])
-    deadline = time.monotonic() + params["timeout"]
-    for request in requests:
-        result["results"].append(ask(proxy, namespace, service, request, deadline))
-    failed = [item for item in result["results"] if not item["passed"]]
-    passed = [item for item in result["results"] if item["passed"]]
-    inference = [item for item in passed if item["inference"]]
-    result["summary"] = "%s: %d ready endpoint(s) behind Service %s/%s; through the API server's service proxy %s%s." % (
-        service, len(endpoints), namespace, service,
-        ", ".join("%s %s -> %s" % (item["method"], item["path"], item["status"]) for item in passed) or "nothing",
-        " answered as expected" if passed else "",
-    )
-    if inference:
-        result["summary"] += " Inference answer: %s" % inference[-1]["answer"]
-    if failed:
-        result["failed"] = True
-        result["msg"] = ("%s rolled out, but its Service %s/%s does not answer as it should: %s. The pods pass their "
-                         "probes, so check the model (its log: kubectl logs -n %s deploy/%s), the catalog entry's "
-                         "smoke field and the Service's ports." % (
-                             service, namespace, service, "; ".join(item["message"] for item in failed),
-                             namespace, service))
-    return result
+
+    def proxy() -> smoke_check.ServiceProxy:
+        return smoke_check.ServiceProxy(reader.api_client, params["request_timeout"])
+
+    return smoke_check.check(reader, proxy, params["namespace"], params["service"], params["requests"],
+                             params["timeout"])
 
 
 def main() -> None:
     module = K8sModule(module_class=AnsibleModule, argument_spec=argspec(), supports_check_mode=True)
     try:
-        for item in module.params["requests"]:
-            smoke.proxy_path(module.params["namespace"], module.params["service"], item["port"], item["path"])
         result = run(module)
     except (smoke.SmokeError, K8sAccessError) as exc:
         module.fail_json(msg=str(exc), changed=False)

@@ -57,7 +57,8 @@ options:
     default: 30
   poll_interval:
     description:
-      - Seconds between two looks at the Deployment while waiting.
+      - Seconds between two looks at the Deployment while waiting (at least 1). The first looks come sooner (after
+        0.25, 0.5, 1 s...), so a rollout that is about done is seen at once.
     type: int
     default: 2
   undo:

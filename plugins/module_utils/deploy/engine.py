@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
-from ansible_collections.creativeflow.ai_serving.plugins.module_utils import knobs, manifests, runtimes
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils import knobs, manifests, runtimes, smoke, smoke_check
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import (
     HAS_JSONSCHEMA,
     CatalogError,
@@ -36,9 +36,13 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout_wa
     DEFAULTS as ROLLOUT_DEFAULTS,
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout_wait import Rollout
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.smoke_check import ServiceProxy
 
 MANAGED_BY = "creativeflow.ai_serving"
 
+#: How long the verify step waits for the Service's endpoints after a completed rollout, and how often it looks.
+ENDPOINTS_TIMEOUT = 30.0
+ENDPOINTS_INTERVAL = 0.5
 
 #: Shared knobs are named ai_serving_<knob> in messages; runtime knobs keep the runtime's prefix.
 KNOB_PREFIX = knobs.PREFIX.rstrip("_")
@@ -281,6 +285,79 @@ class Engine:
         if failure:
             self._roll_back(found, failure, field_manager)
         return rollout
+
+    # ---- verify ----
+
+    def verify(self, found: Dict[str, Any], rollout: Mapping[str, Any]) -> Dict[str, Any]:
+        """After a completed rollout: the Service's endpoints, the smoke requests, the stale ConfigMaps.
+
+        The smoke part (endpoints, then the runtime's health paths and the
+        catalog's smoke inference through the API server's service proxy) runs
+        when there are replicas and ``smoke_check`` is on; a wrong answer raises
+        (the rollout stays: the pods pass their probes). Returns what the
+        model_smoke module returns (``smoke``) and the ConfigMaps deleted.
+        """
+        result: Dict[str, Any] = {"smoke": None, "deleted_configmaps": []}
+        if self.check_mode:
+            return result
+        name, namespace = found["name"], found["namespace"]
+        if int(found["replicas"]) > 0 and self.args.get("smoke_check", True):
+            with self.step("Verify | Wait for the Service's ready endpoints") as record:
+                wanted = min(int((rollout.get("state") or {}).get("available", 1)), 1)
+                endpoints = self._ready_endpoints(name, namespace, wanted)
+                record["msg"] = "{0} ready endpoint(s) behind Service {1}/{2}".format(len(endpoints), namespace, name)
+            with self.step("Verify | Ask the Service through the API server's service proxy") as record:
+                result["smoke"] = self._smoke(found, endpoints)
+                record["msg"] = smoke_check.report(result["smoke"], found["server"]["smoke_paths"])
+                if result["smoke"].get("failed"):
+                    raise DeployError(result["smoke"]["msg"], smoke=result["smoke"])
+        if "replicaset_configmaps" in rollout:
+            with self.step("Verify | Delete the ConfigMaps no revision refers to any more") as record:
+                result["deleted_configmaps"] = self._delete_stale_configmaps(found, rollout)
+                record["changed"] = bool(result["deleted_configmaps"])
+                record["msg"] = ", ".join(result["deleted_configmaps"]) or "none"
+        return result
+
+    def _ready_endpoints(self, name: str, namespace: str, wanted: int) -> List[Dict[str, Any]]:
+        deadline = time.monotonic() + ENDPOINTS_TIMEOUT
+        try:
+            while True:
+                endpoints = smoke_check.read_endpoints(self.client, namespace, name)
+                if len(endpoints) >= wanted or time.monotonic() + ENDPOINTS_INTERVAL > deadline:
+                    break
+                time.sleep(ENDPOINTS_INTERVAL)
+        except K8sAccessError as exc:
+            raise self._unreachable(exc, "reading the Service's endpoints", applied=True) from exc
+        if len(endpoints) < wanted:
+            raise DeployError(
+                "{n} rolled out, but its Service {ns}/{n} has no ready endpoint {t:.0f}s later: check that the "
+                "Service's selector matches the pods (kubectl get endpointslices -n {ns} -l "
+                "kubernetes.io/service-name={n}).".format(n=name, ns=namespace, t=ENDPOINTS_TIMEOUT))
+        return endpoints
+
+    def _smoke(self, found: Dict[str, Any], endpoints: List[Dict[str, Any]]) -> Dict[str, Any]:
+        name, namespace = found["name"], found["namespace"]
+        requests = [item for item in found["server"]["smoke_paths"] if "path" in item]
+        timeout = int(self.args.get("smoke_timeout") or 60)
+        try:
+            return smoke_check.check(self.client, lambda: ServiceProxy(self.client.api_client, min(timeout, 15)),
+                                     namespace, name, requests, timeout, endpoints=endpoints)
+        except smoke.SmokeError as exc:
+            raise DeployError("The smoke check of {0} cannot be sent: {1}".format(name, exc)) from exc
+        except K8sAccessError as exc:
+            raise self._unreachable(exc, "asking the Service", applied=True) from exc
+
+    def _delete_stale_configmaps(self, found: Dict[str, Any], rollout: Mapping[str, Any]) -> List[str]:
+        """The model's ConfigMaps that no ReplicaSet refers to any more (and not the current one), deleted."""
+        keep = set(rollout.get("replicaset_configmaps") or []) | {found.get("configmap_name")}
+        deleted: List[str] = []
+        try:
+            for name in found["snapshot"].get("configmaps") or []:
+                if name not in keep and self.client.delete("v1", "ConfigMap", name, found["namespace"]):
+                    deleted.append(name)
+        except K8sAccessError as exc:
+            raise self._unreachable(exc, "deleting the ConfigMaps no revision refers to", applied=True) from exc
+        return deleted
 
     def _dry_run_error(self, exc: K8sAccessError, name: str) -> DeployError:
         if exc.unreachable:

@@ -27,6 +27,10 @@ ARGUMENT_SPEC.update(
     rollback_on_failure=dict(type="bool", default=True),
     image_build=dict(type="bool", default=True),
     plan=dict(type="dict"),
+    stop_for_build=dict(type="bool", default=False),
+    verify=dict(type="bool", default=True),
+    smoke_check=dict(type="bool", default=True),
+    smoke_timeout=dict(type="int", default=60),
     field_manager=dict(type="str", default=FIELD_MANAGER),
 )
 

@@ -208,3 +208,151 @@ def test_unreachable_api_gives_the_clear_message(api: FakeApi) -> None:
     msg = str(err.value)
     assert msg.startswith("Cannot reach the Kubernetes API server") and "kubeconfig '/kc'" in msg
     assert "Nothing was applied" in msg and "urllib3" not in msg
+
+
+# --------------------------------------------------------------------------- verify
+
+def endpoint_slice(node: str, ready: bool = True) -> Dict[str, Any]:
+    return {"metadata": {"name": "image-classifier-abcde", "labels": {"kubernetes.io/service-name": "image-classifier"}},
+            "endpoints": [{"addresses": ["10.1.0.7"], "nodeName": node, "conditions": {"ready": ready},
+                           "targetRef": {"kind": "Pod", "name": "image-classifier-5d9c-x"}}]}
+
+
+class FakeProxy:
+    """Stands in for smoke_check.ServiceProxy: answers by path from ``answers``, remembers what was sent."""
+
+    answers: Dict[str, Tuple[Optional[int], str]] = {}
+    sent: List[str] = []
+
+    def __init__(self, api_client: Any, request_timeout: int) -> None:
+        assert api_client == "api-client"
+
+    def send(self, path: str, method: str, body: Any) -> Tuple[Optional[int], str, str]:
+        FakeProxy.sent.append("{0} {1}".format(method, path))
+        status, text = FakeProxy.answers.get(path.split("/proxy", 1)[1], (404, "not found"))
+        return status, text, ""
+
+
+@pytest.fixture
+def verify_api(api: FakeApi, monkeypatch) -> FakeApi:
+    monkeypatch.setattr(engine_mod, "ServiceProxy", FakeProxy)
+    monkeypatch.setattr(engine_mod, "ENDPOINTS_TIMEOUT", 0.3)
+    monkeypatch.setattr(engine_mod, "ENDPOINTS_INTERVAL", 0.1)
+    FakeProxy.answers, FakeProxy.sent = {}, []
+    api.api_client = "api-client"  # type: ignore[attr-defined]
+    api.objects[("Node", "gpu-a100-0")] = {"metadata": {"name": "gpu-a100-0",
+                                                        "annotations": {"kwok.x-k8s.io/node": "fake"}}}
+    api.objects[("Node", "real-0")] = {"metadata": {"name": "real-0", "labels": {"type": "real"}}}
+    return api
+
+
+def deploy_and_verify(api: FakeApi, **override: Any) -> Tuple[Engine, Dict[str, Any]]:
+    engine = Engine(args(**override), lambda: api)
+    found = engine.preflight()
+    return engine, engine.verify(found, engine.apply(found))
+
+
+def step(engine: Engine, name: str) -> Dict[str, Any]:
+    return next(s for s in engine.steps if s["name"] == name)
+
+
+ENDPOINTS = "Verify | Wait for the Service's ready endpoints"
+ASK = "Verify | Ask the Service through the API server's service proxy"
+CLEANUP = "Verify | Delete the ConfigMaps no revision refers to any more"
+
+
+def test_verify_on_simulated_nodes_sends_nothing_and_says_why(verify_api: FakeApi) -> None:
+    verify_api.objects[("EndpointSlice", "image-classifier-abcde")] = endpoint_slice("gpu-a100-0")
+    ScriptedRollout.script = [OK]
+    engine, found = deploy_and_verify(verify_api)
+    assert step_names(engine)[-3:] == [ENDPOINTS, ASK, CLEANUP]
+    assert step(engine, ENDPOINTS)["msg"] == "1 ready endpoint(s) behind Service ai-serving/image-classifier"
+    msg = step(engine, ASK)["msg"]
+    assert ("image-classifier: 1 ready endpoint(s) behind Service ai-serving/image-classifier; not asked: every ready "
+            "endpoint is on a simulated (kwok) node (gpu-a100-0), where no container runs.") in msg
+    assert msg.endswith("Nothing was sent: the deploy is verified by the API server only.")
+    assert found["smoke"]["checked"] is False and found["smoke"]["reason_code"] == "simulated_node"
+    assert FakeProxy.sent == []
+
+
+def test_verify_asks_the_health_path_and_the_smoke_inference_through_the_service_proxy(verify_api: FakeApi) -> None:
+    verify_api.objects[("EndpointSlice", "image-classifier-abcde")] = endpoint_slice("real-0")
+    model = args()["model"]
+    model["smoke"] = {"path": "/v1/models/image_classifier_model:predict", "port": "rest", "body": {"instances": [[1.0]]},
+                      "expect": {"predictions": [[0.5]]}}
+    FakeProxy.answers = {"/v1/models/image_classifier_model": (200, '{"model_version_status": []}'),
+                         "/v1/models/image_classifier_model:predict": (200, '{"predictions": [[0.5000001]]}')}
+    ScriptedRollout.script = [OK]
+    engine, found = deploy_and_verify(verify_api, model=model)
+    assert FakeProxy.sent == [
+        "GET /api/v1/namespaces/ai-serving/services/image-classifier:rest/proxy/v1/models/image_classifier_model",
+        "POST /api/v1/namespaces/ai-serving/services/image-classifier:rest/proxy/v1/models/"
+        "image_classifier_model:predict"]
+    msg = step(engine, ASK)["msg"]
+    assert "through the API server's service proxy GET /v1/models/image_classifier_model -> 200" in msg
+    assert "answered as expected. Inference answer: {\"predictions\": [[0.5000001]]}" in msg
+    assert "Nothing was sent" not in msg and "no smoke field" not in msg
+    assert found["smoke"]["checked"] is True
+
+
+def test_verify_without_a_smoke_field_says_no_inference_was_asked(verify_api: FakeApi) -> None:
+    verify_api.objects[("EndpointSlice", "image-classifier-abcde")] = endpoint_slice("real-0")
+    FakeProxy.answers = {"/v1/models/image_classifier_model": (200, "{}")}
+    ScriptedRollout.script = [OK]
+    engine, _found = deploy_and_verify(verify_api)
+    assert step(engine, ASK)["msg"].endswith(
+        "The catalog entry has no smoke field: no inference was asked (docs/model_catalog.md, smoke).")
+
+
+def test_a_wrong_smoke_answer_fails_with_the_answer_and_keeps_the_rollout(verify_api: FakeApi, monkeypatch) -> None:
+    verify_api.objects[("EndpointSlice", "image-classifier-abcde")] = endpoint_slice("real-0")
+    model = args()["model"]
+    model["smoke"] = {"path": "/v1/models/image_classifier_model:predict", "port": "rest", "body": {"instances": [[1.0]]},
+                      "expect": {"predictions": [[0.5]]}}
+    FakeProxy.answers = {"/v1/models/image_classifier_model": (200, "{}"),
+                         "/v1/models/image_classifier_model:predict": (200, '{"predictions": [[0.9]]}')}
+    ScriptedRollout.script = [OK]
+    with pytest.raises(DeployError) as err:
+        deploy_and_verify(verify_api, model=model, smoke_timeout=0)
+    msg = str(err.value)
+    assert msg.startswith("image-classifier rolled out, but its Service ai-serving/image-classifier does not answer as "
+                          "it should: POST /v1/models/image_classifier_model:predict (port rest) answered")
+    assert "predictions[0][0] is 0.9, expected 0.5" in msg and "kubectl logs -n ai-serving deploy/image-classifier" in msg
+    assert err.value.result["smoke"]["failed"] is True
+    assert ("Deployment", "image-classifier") in verify_api.objects  # no rollback: the pods pass their probes
+
+
+def test_verify_waits_for_ready_endpoints_and_fails_without_any(verify_api: FakeApi) -> None:
+    verify_api.objects[("EndpointSlice", "image-classifier-abcde")] = endpoint_slice("gpu-a100-0", ready=False)
+    ScriptedRollout.script = [OK]
+    with pytest.raises(DeployError, match="has no ready endpoint 0s later: check that the Service's selector"):
+        deploy_and_verify(verify_api)
+
+
+def test_verify_deletes_only_the_configmaps_no_revision_refers_to(verify_api: FakeApi) -> None:
+    verify_api.objects[("EndpointSlice", "image-classifier-abcde")] = endpoint_slice("gpu-a100-0")
+    ScriptedRollout.script = [OK]
+    deploy_and_verify(verify_api)
+    first = [name for kind, name in verify_api.objects if kind == "ConfigMap"]
+    verify_api.objects[("ConfigMap", "image-classifier-config-old")] = {
+        "metadata": {"name": "image-classifier-config-old", "resourceVersion": "1"}}
+    verify_api.objects[("ConfigMap", "image-classifier-config-older")] = {
+        "metadata": {"name": "image-classifier-config-older", "resourceVersion": "1"}}
+    # The older revision's ReplicaSet still mounts -old: it stays.
+    ScriptedRollout.script = [dict(OK, replicaset_configmaps=["image-classifier-config-old"])]
+    engine, found = deploy_and_verify(verify_api)
+    assert found["deleted_configmaps"] == ["image-classifier-config-older"]
+    assert step(engine, CLEANUP)["changed"] is True
+    assert sorted(name for kind, name in verify_api.objects if kind == "ConfigMap") == sorted(
+        first + ["image-classifier-config-old"])
+
+
+def test_verify_skips_the_smoke_steps_when_switched_off_and_everything_in_check_mode(verify_api: FakeApi) -> None:
+    ScriptedRollout.script = [OK]
+    engine, found = deploy_and_verify(verify_api, smoke_check=False)
+    assert step_names(engine)[-1] == CLEANUP and ENDPOINTS not in step_names(engine)
+    assert found["smoke"] is None
+    checked = Engine(args(), lambda: verify_api, check_mode=True)
+    plan_found = checked.preflight()
+    assert checked.verify(plan_found, checked.apply(plan_found)) == {"smoke": None, "deleted_configmaps": []}
+    assert not [s for s in step_names(checked) if s.startswith("Verify")]
