@@ -42,7 +42,7 @@ class ActionModule(ActionBase):
         except knobs.KnobError as err:
             raise AnsibleActionFail(str(err)) from err
         for warning in resolved.warnings:
-            display.deprecated(warning, version=knobs.LEGACY_REMOVED_IN, collection_name="creativeflow.ai_serving")
+            display.deprecated(warning, version="2.0.0", collection_name="creativeflow.ai_serving")  # knobs.LEGACY_REMOVED_IN
         # The registry credentials are a knob: their password must not reach the output (-v prints results).
         secrets = knobs.redacted(resolved) != resolved.values
         result.update(changed=False, values=resolved.values, sources=resolved.sources, secrets=secrets)

@@ -112,8 +112,8 @@ KNOBS: Tuple[Knob, ...] = (
         "gs": "gcr.io/google.com/cloudsdktool/google-cloud-cli:494.0.0-slim",
         "https": "curlimages/curl:8.10.1",
         "http": "curlimages/curl:8.10.1",
-    }, "Image of the init container that fetches model.uri into an emptyDir, per URI scheme (s3, gs, http, https); the "
-         "Secret of model.credentials_secret becomes its environment."),
+    }, ("Image of the init container that fetches model.uri into an emptyDir, per URI scheme (s3, gs, http, https); "
+        "the Secret of model.credentials_secret becomes its environment.")),
 )
 
 BY_NAME: Dict[str, Knob] = {knob.name: knob for knob in KNOBS}

@@ -76,7 +76,7 @@ description:
 options:
   runtime:
     description:
-      - The model's runtime (V(tf_serving), V(torchserve), V(triton), V(custom_python)): the prefix of the deprecated names.
+      - The model's runtime (V(tf_serving), V(torchserve), V(triton), V(custom_python)) - the prefix of the deprecated names.
     type: str
     required: true
   model:
