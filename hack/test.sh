@@ -65,9 +65,11 @@ unit() {
 server() {
   step "custom_server tests (real server processes, schemathesis, SIGTERM drain)"
   # The server has its own dependencies (FastAPI, scikit-learn, ONNX Runtime...),
-  # so its own venv, keyed like the main one.
+  # so its own venv, keyed like the main one. It holds the dependencies only: the
+  # server's source comes from this checkout through PYTHONPATH, as an editable
+  # install would tie the shared venv to whichever clone created it.
   local key server_venv
-  key=$(cat custom_server/requirements-dev.txt custom_server/pyproject.toml | sha256sum | cut -c1-12)
+  key=$( (echo deps-only; cat custom_server/requirements-dev.txt) | sha256sum | cut -c1-12)
   server_venv="$(dirname "${venv}")/custom-server-venv-${key}"
   (
     exec 9>"$(dirname "${venv}")/custom-server-venv.lock"
@@ -76,11 +78,12 @@ server() {
       rm -rf "${server_venv}"
       python3 -m venv "${server_venv}"
       "${server_venv}/bin/pip" install --quiet --disable-pip-version-check \
-        -r custom_server/requirements-dev.txt -e custom_server
+        -r custom_server/requirements-dev.txt
       touch "${server_venv}/.complete"
     fi
   )
-  "${server_venv}/bin/pytest" -c custom_server/pyproject.toml --rootdir custom_server custom_server/tests
+  PYTHONPATH="${root}/custom_server/src${PYTHONPATH:+:${PYTHONPATH}}" \
+    "${server_venv}/bin/pytest" -c custom_server/pyproject.toml --rootdir custom_server custom_server/tests
 }
 
 integration() {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ def test_python_class_from_module(artifacts: Path, tmp_path: Path) -> None:
         "MODEL_CLASS": "test_user_model:RowSum",  # module:attr, importable through PYTHONPATH
         "MODEL_PATH": str(artifacts),
         "MODEL_NAME": "rowsum",
-        "PYTHONPATH": str(artifacts),
+        # Kept after the artifacts: the tests may run the server from its source tree.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(artifacts), os.environ.get("PYTHONPATH")])),
     }
     with running(env, tmp_path / "server.log") as server, server.client() as client:
         assert client.get("/v2/models/rowsum").json()["platform"] == "python"
