@@ -99,6 +99,9 @@ KNOBS: Tuple[Knob, ...] = (
         "https": "curlimages/curl:8.10.1",
         "http": "curlimages/curl:8.10.1",
     }, "Image of the init container that fetches a model.uri, per scheme."),
+    Knob("api_retry_seconds", "int", 60,
+         "Seconds an API server that does not answer (a control plane restarting) is retried, with backoff, before "
+         "the deploy fails saying what was in progress; 0 fails at once.", minimum=0),
 )
 
 BY_NAME: Dict[str, Knob] = {knob.name: knob for knob in KNOBS}
