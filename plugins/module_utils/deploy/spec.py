@@ -28,6 +28,9 @@ ARGUMENT_SPEC.update(
     image_build=dict(type="bool", default=True),
     plan=dict(type="dict"),
     field_manager=dict(type="str", default=FIELD_MANAGER),
+    api_retry_seconds=dict(type="int", default=60),
+    lock_wait=dict(type="int", default=0),
+    continue_forward=dict(type="bool", default=False),
 )
 
 
