@@ -164,8 +164,8 @@ def start_control_plane(settle_s: float = 20) -> None:
 # --------------------------------------------------------------------------- 1. API outages
 
 
-def test_an_api_outage_of_15_s_during_the_rollout_wait_is_waited_out(deploys: Deploys, apps_v1,
-                                                                      namespace: str) -> None:
+def test_an_api_outage_of_15_s_during_the_rollout_wait_is_waited_out(
+        deploys: Deploys, apps_v1, namespace: str) -> None:
     base = deploys.run("base")
     assert base.returncode == 0, base.explain()
     # The new pod becomes ready only after 40 s: the run is in its rollout wait when the API server goes.
@@ -359,8 +359,8 @@ def test_case_1_a_failing_and_a_good_deploy_at_once_under_load(real: Dict[str, A
     assert load.failures == [], f"{line}: {load.failures[:10]}"
 
 
-def test_case_2_ctrl_c_during_a_failing_rollout_then_a_rerun_under_load(real: Dict[str, Any], kubeconfig: str,
-                                                                         api_client, apps_v1) -> None:
+def test_case_2_ctrl_c_during_a_failing_rollout_then_a_rerun_under_load(
+        real: Dict[str, Any], kubeconfig: str, api_client, apps_v1) -> None:
     namespace = real["namespace"]
     models = failing_catalog(REAL_MODEL)
     with Load(proxy_for(api_client, namespace, "custom_python"), "custom_python",

@@ -399,8 +399,8 @@ class Engine:
             return ""
         except (K8sAccessError, DeployError) as exc:
             message = ("Could not release Lease {0}/{1} ({2}): it expires {3} s after its last renewal, then the "
-                       "next deploy of {4} takes it over.".format(namespace, lease, exc,
-                                                                   deploy_lease.DEFAULT_DURATION_S, name))
+                       "next deploy of {4} takes it over.").format(namespace, lease, exc,
+                                                                   deploy_lease.DEFAULT_DURATION_S, name)
             self.warnings.append(message)
             return message
         finally:
@@ -727,6 +727,7 @@ class Engine:
             return {"complete": False, "msg": str(exc)}
         result.pop("failed", None)
         return result
+
 
 def _user() -> str:
     try:

@@ -65,8 +65,8 @@ def retrying(call: Callable[[], T], retry_seconds: float, on_outage: Optional[Ca
             if deadline is None:
                 deadline = now + retry_seconds
                 if on_outage is not None:
-                    on_outage("{0} - retrying for up to {1} s".format(str(exc).split(". Check that")[0],
-                                                                     int(retry_seconds)))
+                    where = str(exc).split(". Check that")[0]
+                    on_outage("{0} - retrying for up to {1} s".format(where, int(retry_seconds)))
             if now >= deadline:
                 raise K8sUnreachableError("{0} (it did not answer for {1} s of retries)".format(
                     str(exc).rstrip("."), int(retry_seconds))) from exc
