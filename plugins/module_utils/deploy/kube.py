@@ -65,7 +65,7 @@ def retrying(call: Callable[[], T], retry_seconds: float, on_outage: Optional[Ca
             if deadline is None:
                 deadline = now + retry_seconds
                 if on_outage is not None:
-                    where = str(exc).split(". Check that")[0]
+                    where = str(exc).split(". Check that", maxsplit=1)[0]
                     on_outage("{0} - retrying for up to {1} s".format(where, int(retry_seconds)))
             if now >= deadline:
                 raise K8sUnreachableError("{0} (it did not answer for {1} s of retries)".format(
