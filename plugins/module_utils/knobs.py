@@ -114,6 +114,15 @@ KNOBS: Tuple[Knob, ...] = (
         "http": "curlimages/curl:8.10.1",
     }, ("Image of the init container that fetches model.uri into an emptyDir, per URI scheme (s3, gs, http, https); "
         "the Secret of model.credentials_secret becomes its environment.")),
+    Knob("api_retry_seconds", "int", 60,
+         "Seconds an API server that does not answer (a control plane restarting) is retried, with backoff, before "
+         "the deploy fails saying what was in progress; 0 fails at once.", minimum=0),
+    Knob("lock_wait", "int", 0,
+         "Seconds to wait for another run's deploy of the same model (its Lease) before failing with its holder; 0 "
+         "fails at once.", minimum=0),
+    Knob("continue_forward", "bool", False,
+         "When the model is found in the middle of a failed or interrupted rollout, deploy over it instead of "
+         "putting the last good version back first."),
 )
 
 BY_NAME: Dict[str, Knob] = {knob.name: knob for knob in KNOBS}

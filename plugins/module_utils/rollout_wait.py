@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import asdict
 from typing import Any, Dict, List, Optional, Tuple
 
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils import last_good
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_common import (
     K8sAccessError,
     KubeReader,
@@ -35,6 +37,7 @@ _SKIP_ANNOTATIONS = ("deployment.kubernetes.io/", "kubectl.kubernetes.io/last-ap
 #: The options the wait reads (the module's argument spec, less the connection).
 DEFAULTS: Dict[str, Any] = {
     "wait": True, "timeout": 600, "fail_fast": 30, "poll_interval": 2, "undo": False, "to_revision": None,
+    "to_last_good": False,
     "replicas": None, "definition": None, "field_manager": "creativeflow-ai-serving",
 }
 
@@ -65,6 +68,7 @@ class Rollout:
         self.params: Dict[str, Any] = dict(DEFAULTS, **params)
         self.namespace: str = self.params["namespace"]
         self.name: str = self.params["name"]
+        self.last_good: Dict[str, Any] = {}
 
     def deployment(self) -> Optional[Dict[str, Any]]:
         return self.client.get("Deployment", self.name, self.namespace, api_version="apps/v1")
@@ -82,8 +86,23 @@ class Rollout:
         except K8sAccessError:
             return []  # events only add detail
 
+    def target(self, deployment: Dict[str, Any], replicasets: List[Dict[str, Any]]
+               ) -> Tuple[Optional[int], Dict[str, Any]]:
+        """The revision to put back: ``to_revision``; or, with ``to_last_good``, the recorded last good version when
+        the Deployment runs another template; else None (the newest older one)."""
+        if self.params["to_revision"] is not None or not self.params.get("to_last_good"):
+            return self.params["to_revision"], {}
+        good, _why = last_good.read(deployment)
+        if good is None or last_good.position(deployment, replicasets, good) == last_good.AT_GOOD:
+            return None, {}
+        replicaset = last_good.replicaset_of(deployment, replicasets, good)
+        if replicaset is None:
+            return None, {}
+        return revision_of(replicaset), asdict(good)
+
     def undo(self, deployment: Dict[str, Any], replicasets: List[Dict[str, Any]]) -> Tuple[bool, int]:
-        revision, template = revision_template(deployment, replicasets, self.params["to_revision"])
+        wanted, self.last_good = self.target(deployment, replicasets)
+        revision, template = revision_template(deployment, replicasets, wanted)
         replicas = self.params["replicas"]
         spec = deployment.get("spec") or {}
         changed = not same_template(spec.get("template") or {}, template)
@@ -166,6 +185,7 @@ class Rollout:
             changed, revision = self.undo(deployment, replicasets)
             result["changed"] = changed
             result["undone_to_revision"] = revision
+            result["last_good"] = self.last_good
             if changed and not self.check_mode:
                 deployment = self.deployment() or deployment
                 replicasets, pods = self.children(deployment)

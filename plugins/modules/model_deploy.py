@@ -32,6 +32,17 @@ description:
     API server's service proxy, as M(creativeflow.ai_serving.model_smoke) does (O(smoke_check); where every ready
     endpoint is on a simulated node, nothing is sent and the step says why); a wrong answer fails the task, the
     rollout stays. Then deletes the model's ConfigMaps that no ReplicaSet refers to any more.
+  - B(Safety) - outside check mode the run holds the C(coordination.k8s.io/v1) Lease C(ai-serving-deploy-<model>) in
+    the model's namespace from before the cluster is read to its end (renewed while it works; the apply phase checks
+    it still holds it); another run waits up to O(lock_wait) seconds, then fails naming the holder and since when. A
+    Lease its holder stopped renewing (a killed run) expires and is taken over, which the run says.
+  - A completed rollout is recorded on the Deployment as the last known good version (annotation
+    C(creativeflow.ai/last-good) - template hash, revision, time, run); every rollback targets it. A run that finds the
+    Deployment in the middle of a failed or interrupted rollout puts the last good version back first, unless
+    O(continue_forward=true).
+  - An API server that does not answer is retried with backoff for up to O(api_retry_seconds); then the run fails
+    naming the server, the step and whether a rollback is still owed. SIGINT or SIGTERM during the apply or the wait
+    makes the run finish the rollback it owes (at most 120 seconds) before it stops, and say what it left.
   - Prints one line per step with its duration, and returns them in RV(steps).
   - The runtime roles' internal role C(_common) calls it once with O(phase=all) and O(stop_for_build=true); only
     when an image is to be built (RV(build_pending)) does it stop before the apply, and the role builds the image,
@@ -134,6 +145,23 @@ options:
       - Field manager of every server-side apply.
     type: str
     default: creativeflow-ai-serving
+  api_retry_seconds:
+    description:
+      - Seconds every call to an API server that does not answer is retried, with backoff, before the run fails;
+        V(0) fails at once. The knob C(ai_serving_api_retry_seconds).
+    type: int
+    default: 60
+  lock_wait:
+    description:
+      - Seconds to wait for the model's Lease when another run holds it; V(0) fails at once, naming the holder.
+    type: int
+    default: 0
+  continue_forward:
+    description:
+      - When the Deployment is in the middle of a failed or interrupted rollout, deploy over it instead of putting the
+        last good version back first.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 attributes:
@@ -222,7 +250,9 @@ plan:
     - What the preflight worked out - C(name), C(namespace), C(model) (the validated entry with the catalog's
       defaults), C(server) (as M(creativeflow.ai_serving.model_manifests) returns it), C(image), C(build),
       C(node_selector), C(tolerations), C(replicas), C(snapshot) (the model's objects as they were, by key, and
-      C(configmaps)), C(gpu_fit), C(configmap_name), C(objects) (in apply order) and C(absent) (to remove).
+      C(configmaps)), C(gpu_fit), C(configmap_name), C(objects) (in apply order), C(absent) (to remove),
+      C(lock) (the Lease this run holds - C(identity), C(run), C(namespace) - outside check mode) and C(last_good)
+      (the recorded last good version and where the Deployment stands against it).
   returned: success
   type: dict
 build_pending:

@@ -73,6 +73,13 @@ description:
     V(gcr.io/google.com/cloudsdktool/google-cloud-cli:494.0.0-slim), C(https) V(curlimages/curl:8.10.1), C(http)
     V(curlimages/curl:8.10.1)) - Image of the init container that fetches model.uri into an emptyDir, per URI scheme
     (s3, gs, http, https); the Secret of model.credentials_secret becomes its environment.
+  - C(ai_serving_api_retry_seconds) (int; inventory, C(-e); default V(60)) - Seconds an API server that does not
+    answer (a control plane restarting) is retried, with backoff, before the deploy fails saying what was in progress;
+    V(0) fails at once.
+  - C(ai_serving_lock_wait) (int; inventory, C(-e); default V(0)) - Seconds to wait for another run's deploy of the
+    same model (its Lease) before failing with its holder; V(0) fails at once.
+  - C(ai_serving_continue_forward) (bool; inventory, C(-e); default V(false)) - When the model is found in the middle
+    of a failed or interrupted rollout, deploy over it instead of putting the last good version back first.
 options:
   runtime:
     description:

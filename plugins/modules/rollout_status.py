@@ -73,6 +73,14 @@ options:
         back. Default, the newest revision older than the current one.
       - The current revision is accepted too; with O(replicas) that restores only the replica count.
     type: int
+  to_last_good:
+    description:
+      - With O(undo=true) and no O(to_revision), put back the last known good version the deploy recorded (the
+        Deployment's C(creativeflow.ai/last-good) annotation, found by its template hash) when the Deployment runs
+        another template, for example in the middle of a failed rollout. When it already runs the last good version,
+        or nothing was recorded, the default applies (the newest revision older than the current one).
+    type: bool
+    default: false
   replicas:
     description:
       - With O(undo=true), also set C(spec.replicas), for example back to the count before a failed deploy.
@@ -245,6 +253,11 @@ undone_to_revision:
   returned: when O(undo=true)
   type: int
   sample: 2
+last_good:
+  description: With O(to_last_good=true), the recorded last good version put back (C(template_hash), C(revision) when
+    recorded, C(time), C(run)); empty when the default revision was used.
+  returned: when O(undo=true)
+  type: dict
 replicaset_configmaps:
   description: The ConfigMaps the pod templates of the Deployment and of all its ReplicaSets refer to (those a
     rollback may need; the others can be deleted).
@@ -277,6 +290,7 @@ def argspec() -> Dict[str, Any]:
         poll_interval=dict(type="int", default=2),
         undo=dict(type="bool", default=False),
         to_revision=dict(type="int"),
+        to_last_good=dict(type="bool", default=False),
         replicas=dict(type="int"),
         definition=dict(type="dict"),
         field_manager=dict(type="str", default="creativeflow-ai-serving"),

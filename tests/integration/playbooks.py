@@ -15,9 +15,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import pytest
 
@@ -90,3 +91,79 @@ def run_playbook(playbook: Union[str, Path], kubeconfig: str, extra_vars: Option
             timeout=timeout,
         )
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+class Started:
+    """A playbook run in the background (to be interrupted, killed or raced); :meth:`finish` waits for its end.
+
+    Output goes to files, not pipes, so a worker process that outlives the main one (which a signal leaves behind on
+    purpose to finish its rollback) cannot keep the test waiting on a pipe it holds open.
+    """
+
+    def __init__(self, proc: subprocess.Popen, out: Any, err: Any, vars_file: Any) -> None:
+        self.proc, self._out, self._err, self._vars = proc, out, err, vars_file
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def workers(self) -> list:
+        """The pids of ansible-playbook's worker processes now (its children; each in a session of its own)."""
+        try:
+            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(pid) for pid in text.split()]
+
+    def output_so_far(self) -> str:
+        return Path(self._out.name).read_text(errors="replace")
+
+    def finish(self, timeout: int = 420, workers: Sequence[int] = ()) -> Run:
+        """Wait for the main process and for ``workers`` (pids that may outlive it), then read the output."""
+        deadline = time.monotonic() + timeout
+        try:
+            self.proc.wait(timeout=timeout)
+            while any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in workers):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"worker processes {list(workers)} still run after {timeout} s")
+                time.sleep(0.5)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        run = Run(self.proc.returncode, Path(self._out.name).read_text(errors="replace"),
+                  Path(self._err.name).read_text(errors="replace"))
+        for handle in (self._out, self._err, self._vars):
+            handle.close()
+        return run
+
+
+def _alive(pid: int) -> bool:
+    """Not a zombie (a worker whose parent is gone is reaped by init; one of ours may linger unreaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def start_playbook(playbook: Union[str, Path], kubeconfig: str, extra_vars: Optional[Mapping[str, Any]] = None,
+                   *args: str, env: Optional[Mapping[str, str]] = None, inventory: Path = INVENTORY) -> Started:
+    """Start ``playbook`` as :func:`run_playbook` would run it, without waiting for it."""
+    path = Path(playbook) if Path(playbook).is_absolute() else PLAYBOOKS / playbook
+    environ = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "AI_SERVING_KUBECONFIG": kubeconfig,
+        **(env or {}),
+    }
+    vars_file = tempfile.NamedTemporaryFile("w", suffix=".json", prefix="extra-vars-")
+    json.dump(dict(extra_vars or {}), vars_file)
+    vars_file.flush()
+    out = tempfile.NamedTemporaryFile("w+", suffix=".out", prefix="playbook-")
+    err = tempfile.NamedTemporaryFile("w+", suffix=".err", prefix="playbook-")
+    proc = subprocess.Popen(
+        [ansible_playbook(), "-i", str(inventory), str(path), "-e", f"@{vars_file.name}", *args],
+        cwd=REPO_ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    return Started(proc, out, err, vars_file)

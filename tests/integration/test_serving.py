@@ -24,109 +24,22 @@ import copy
 import json
 import os
 import subprocess
-import threading
 import time
 import urllib.request
 import uuid
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
-import yaml
 
 import image_tools
-from playbooks import REPO_ROOT, Run, run_playbook
+from playbooks import Run, run_playbook
+from serving_tools import EXPECTED, MODELS, Load, catalog, failing_catalog, numbers, proxy_for, wait_for
 
 pytestmark = pytest.mark.local_cluster
 
-CATALOG_FILE = REPO_ROOT / "inventories" / "local" / "group_vars" / "all" / "models.yml"
 REAL_NODE = "real-0"
-# The entry of each runtime that runs here, and its inference: (path, port, body, answer's numbers).
-MODELS = {
-    "triton": "double-triton-cpu",
-    "torchserve": "doubler-torchserve-cpu",
-    "custom_python": "doubler-python-cpu",
-}
-EXPECTED = [2.0, 4.0, 7.0]
 # Cold builds (pip, apt) on 2 shared cores.
 DEPLOY_TIMEOUT = 2400
-
-
-def catalog() -> Dict[str, Any]:
-    return yaml.safe_load(CATALOG_FILE.read_text())["ai_serving_models"]
-
-
-def numbers(runtime: str, answer: Any) -> List[float]:
-    """The doubled numbers out of a runtime's answer."""
-    if runtime == "torchserve":
-        return answer
-    return answer["outputs"][0]["data"]
-
-
-class Proxy:
-    """Requests to a Service through the API server's service proxy, with the test's client."""
-
-    def __init__(self, api_client, namespace: str, service: str, port: str) -> None:
-        self.api, self.namespace, self.service, self.port = api_client, namespace, service, port
-
-    def path(self, path: str) -> str:
-        return f"/api/v1/namespaces/{self.namespace}/services/{self.service}:{self.port}/proxy{path}"
-
-    def send(self, path: str, body: Any = None, timeout: float = 10) -> tuple[int, str]:
-        """(status, body); status 0 when no HTTP answer came back."""
-        headers = {"Content-Type": "application/json", "Accept": "*/*"}
-        try:
-            if hasattr(self.api, "param_serialize"):  # kubernetes >= 31
-                parts = self.api.param_serialize("POST" if body is not None else "GET", self.path(path),
-                                                 header_params=headers, body=body, auth_settings=["BearerToken"])
-                response = self.api.call_api(*parts, _request_timeout=timeout)
-                return response.status, response.read().decode()
-            response = self.api.call_api(self.path(path), "POST" if body is not None else "GET",
-                                         header_params=headers, body=body, auth_settings=["BearerToken"],
-                                         _preload_content=False, _request_timeout=timeout)
-            return response.status, response.data.decode()
-        except Exception as exc:  # ApiException: the proxied answer; else no answer at all
-            status = getattr(exc, "status", 0) or 0
-            text = getattr(exc, "body", None)
-            return status, text.decode() if isinstance(text, bytes) else (text or f"{type(exc).__name__}: {exc}")
-
-
-class Load:
-    """A bounded load through the service proxy: ``rate`` inferences per second until stopped (at most ``limit_s``)."""
-
-    def __init__(self, proxy: Proxy, runtime: str, smoke: Dict[str, Any], rate: float = 4, limit_s: float = 600):
-        self.proxy, self.runtime, self.smoke = proxy, runtime, smoke
-        self.interval, self.limit_s = 1 / rate, limit_s
-        self.sent = 0
-        self.failures: List[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.limit_s
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            started = time.monotonic()
-            status, text = self.proxy.send(self.smoke["path"], self.smoke["body"])
-            self.sent += 1
-            try:
-                ok = status == 200 and numbers(self.runtime, json.loads(text)) == EXPECTED
-            except (ValueError, KeyError, IndexError, TypeError):
-                ok = False
-            if not ok:
-                self.failures.append(f"{time.strftime('%H:%M:%S')} HTTP {status}: {text[:200]}")
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
-
-    def __enter__(self) -> "Load":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def report(self, what: str) -> str:
-        line = f"{what}: {self.sent} requests through the service proxy, {len(self.failures)} failed"
-        print(f"\n{line}")
-        return line
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -184,25 +97,8 @@ def deployed(deploy: Deployer) -> Dict[str, Run]:
     return runs
 
 
-def proxy_for(api_client, namespace: str, runtime: str) -> Proxy:
-    model = catalog()[MODELS[runtime]]
-    port = model["smoke"].get("port") or {"triton": "http", "torchserve": "inference", "custom_python": "http"}[runtime]
-    return Proxy(api_client, namespace, MODELS[runtime], port)
-
-
 def pods(core_v1, namespace: str, model: str) -> list:
     return core_v1.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={model}").items
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- tests
@@ -246,13 +142,6 @@ def test_torchserve_ready_means_its_model_is_loaded(deployed: Dict[str, Run], co
             f"http://{pod.status.pod_ip}:8081/models/doubler", timeout=10) as response:
         workers = json.loads(response.read())[0]["workers"]
     assert workers and all(worker["status"] == "READY" for worker in workers), workers
-
-
-def failing_catalog(model: str) -> Dict[str, Any]:
-    """The catalog with a new version of ``model`` whose model class does not load (same image)."""
-    models = copy.deepcopy(catalog())
-    models[model]["custom_python"]["model_class"] = "/models/doubler.py:NoSuchClass"
-    return models
 
 
 def test_failed_version_is_rolled_back_under_load_with_no_failed_request(deployed: Dict[str, Run], deploy: Deployer,

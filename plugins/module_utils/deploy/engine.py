@@ -7,15 +7,38 @@ reports it as it ends. :meth:`Engine.preflight` returns the plan (what the
 objects are made of, the snapshot of what exists, the objects to apply and to
 remove); :meth:`Engine.apply` takes it. A failure raises :class:`DeployError`
 with the message the role's YAML steps gave.
+
+Safety (issue 18): a run holds the model's Lease (:mod:`deploy_lease`) from
+before the cluster is read to its end, renewing it from a thread; the apply
+phase first checks it still holds it. A rollout that completed is recorded as
+the last known good version (:mod:`last_good`), and every rollback targets
+that record, never "what exists now"; a run that finds the Deployment in the
+middle of a failed or interrupted rollout puts the last good version back
+first. SIGINT/SIGTERM (:class:`Interrupted`, raised by the action's handler)
+during the apply or the wait makes the run roll back what it owes, bounded.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import getpass
+import os
+import socket
+import threading
 import time
+import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
-from ansible_collections.creativeflow.ai_serving.plugins.module_utils import knobs, manifests, runtimes, smoke, smoke_check
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils import (
+    deploy_lease,
+    knobs,
+    last_good,
+    manifests,
+    runtimes,
+    smoke,
+    smoke_check,
+)
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import (
     HAS_JSONSCHEMA,
     CatalogError,
@@ -23,7 +46,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog im
     resolve_model,
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy import checks, plan
-from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.kube import DeployClient
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.kube import Conflict, DeployClient
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import DeployError
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit import GpuFitError
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit.cluster import (
@@ -31,7 +54,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit.cl
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit.cluster import CapacityCheck
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_common import K8sAccessError
-from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout import RolloutError
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout import RolloutError, revision_of
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout_wait import (
     DEFAULTS as ROLLOUT_DEFAULTS,
 )
@@ -39,6 +62,19 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout_wa
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.smoke_check import ServiceProxy
 
 MANAGED_BY = "creativeflow.ai_serving"
+#: Longest wait for the rollback a run owes after SIGINT/SIGTERM (the operator wants the prompt back).
+INTERRUPT_ROLLBACK_S = 120
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; raised by the action's handler in the engine's thread.
+
+    A BaseException, like KeyboardInterrupt, so the client's ``except Exception`` never turns it into an API error.
+    """
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
 
 #: How long the verify step waits for the Service's endpoints after a completed rollout, and how often it looks.
 ENDPOINTS_TIMEOUT = 30.0
@@ -62,9 +98,24 @@ class Engine:
         self._connect = connect
         self._client: Optional[DeployClient] = None
         self._report = report or (lambda step: None)
+        #: A line for the operator outside the step lines (waiting for the Lease).
+        self.notify: Callable[[str], None] = lambda line: None
         self.steps: List[Dict[str, Any]] = []
         self.warnings: List[str] = []
         self.diffs: List[Dict[str, Any]] = []
+        # The Lease: where (namespace, model), who we are, whether we hold it, the renewal thread.
+        self._lease_at: Optional[Dict[str, str]] = None
+        self.identity = ""
+        self.run_id = ""
+        self.holding = False
+        self._renewer: Optional[threading.Thread] = None
+        self._stop_renewing = threading.Event()
+        self.lease_problem = ""
+        # Interrupts: the first signal's name; while shielded (a rollback owed) signals only get noted.
+        self.interrupted: Optional[str] = None
+        self.signals: List[str] = []
+        self.shielded = False
+        self.current_step = ""
 
     # ---- plumbing ----
 
@@ -79,8 +130,13 @@ class Engine:
         """Time one step; the body may set ``changed`` and ``msg`` on the dict it gets."""
         record: Dict[str, Any] = {"name": name, "seconds": 0.0, "changed": False, "msg": ""}
         started = time.monotonic()
+        self.current_step = name
         try:
             yield record
+        except Interrupted as exc:
+            record["failed"] = True
+            record["msg"] = (record["msg"] + "; " if record["msg"] else "") + "interrupted by " + exc.signame
+            raise
         except Exception:
             record["failed"] = True
             raise
@@ -98,11 +154,15 @@ class Engine:
     def preflight(self) -> Dict[str, Any]:
         with self.step("Preflight | Inputs"):
             found = self._inputs()
+        if not self.check_mode:
+            with self.step("Lock | Take Lease {0}".format(deploy_lease.lease_name(found["name"]))) as record:
+                record["msg"] = self.lock(found)
         with self.step("Preflight | Cluster") as record:
             self._cluster(found)
+            found["last_good"] = self._last_good_state(found)
             record["msg"] = "namespace {0}: {1}".format(
-                found["namespace"], "Deployment {0} at revision {1}".format(
-                    found["name"], plan.snapshot_revision(found["snapshot"]))
+                found["namespace"], "Deployment {0} at revision {1}; {2}".format(
+                    found["name"], plan.snapshot_revision(found["snapshot"]), found["last_good"]["msg"])
                 if found["snapshot"]["deployment"] is not None else "first deploy of {0}".format(found["name"]))
         with self.step("Preflight | GPU capacity") as record:
             record["msg"] = self._gpu(found)
@@ -230,14 +290,246 @@ class Engine:
         found["objects"] = objects
         found["absent"] = plan.absent_objects(found["snapshot"], objects, found["name"])
 
+    # ---- the Lease: one deploy of a model at a time ----
+
+    def lock(self, found: Dict[str, Any]) -> str:
+        """Take the model's Lease (waiting up to ``lock_wait`` s for another run), then renew it from a thread."""
+        name, namespace = found["name"], found["namespace"]
+        try:
+            if self.client.get("Namespace", namespace) is None:
+                return "not taken: namespace {0} does not exist (the next step says what to do)".format(namespace)
+        except K8sAccessError as exc:
+            raise self._unreachable(exc, "taking the deploy's Lease") from exc
+        self.run_id = uuid.uuid4().hex[:12]
+        self.identity = deploy_lease.identity(self.run_id, _user(), socket.gethostname(), os.getppid())
+        self._lease_at = {"name": name, "namespace": namespace}
+        msg = self._hold(renew_only=False)
+        found["lock"] = {"identity": self.identity, "run": self.run_id, "namespace": namespace}
+        self._start_renewing()
+        return msg
+
+    def recheck_lock(self, found: Dict[str, Any]) -> str:
+        """In the apply phase: this run (the preflight's identity) still holds the Lease; renew it."""
+        held = found.get("lock") or {}
+        if not held.get("identity"):
+            return "no Lease taken in the preflight"
+        self.identity, self.run_id = held["identity"], held["run"]
+        self._lease_at = {"name": found["name"], "namespace": held["namespace"]}
+        msg = self._hold(renew_only=True)
+        self._start_renewing()
+        return msg
+
+    def _hold(self, renew_only: bool) -> str:
+        where = self._lease_at or {}
+        name, namespace = where["name"], where["namespace"]
+        lease = deploy_lease.lease_name(name)
+        wait = max(0, int(self.args.get("lock_wait") or 0))
+        started = time.monotonic()
+        told = False
+        try:
+            while True:
+                now = _dt.datetime.now(_dt.timezone.utc)
+                current = self.client.get(deploy_lease.KIND, lease, namespace, api_version=deploy_lease.API_VERSION)
+                decision = deploy_lease.decide(current, self.identity, now)
+                if renew_only and decision.action != deploy_lease.RENEW:
+                    holder = decision.holder.identity if decision.holder else "nobody (it was released or deleted)"
+                    raise DeployError(
+                        "This run no longer holds Lease {ns}/{lease} of {n}: {who} holds it now (this run's Lease "
+                        "expired while it worked between its phases, e.g. during a long image build). Nothing of this "
+                        "run was applied; run the deploy again.".format(ns=namespace, lease=lease, n=name, who=holder))
+                if decision.action == deploy_lease.HELD:
+                    waited = time.monotonic() - started
+                    if waited < wait:
+                        if not told:
+                            told = True
+                            self.notify("  waiting up to {0} s for Lease {1}/{2}, held by {3}".format(
+                                wait, namespace, lease, decision.holder.identity if decision.holder else "?"))
+                        time.sleep(min(2.0, wait - waited))
+                        continue
+                    raise DeployError(deploy_lease.held_message(name, namespace, decision, now,
+                                                                waited if wait else 0))
+                body = deploy_lease.lease_object(
+                    lease, namespace, self.identity, now, decision, run="deploy of {0} by {1}".format(
+                        name, self.identity), labels={"creativeflow.ai/model-name": name})
+                try:
+                    if decision.action == deploy_lease.CREATE:
+                        self.client.create(body)
+                    else:
+                        self.client.replace(body)
+                except Conflict:
+                    continue  # another run wrote it between our read and write: read and decide again
+                self.holding = True
+                waited = time.monotonic() - started
+                if decision.expired:
+                    message = deploy_lease.takeover_message(name, namespace, decision)
+                    self.warnings.append(message)
+                    return message
+                if decision.action == deploy_lease.RENEW:
+                    return "held by this run ({0})".format(self.identity)
+                return "taken by {0}{1}".format(self.identity, " after waiting {0:.0f} s".format(waited)
+                                                if waited >= 1 else "")
+        except K8sAccessError as exc:
+            raise self._unreachable(exc, "taking the deploy's Lease") from exc
+
+    def _start_renewing(self) -> None:
+        if self._renewer is not None or not self.holding:
+            return
+        self._stop_renewing.clear()
+        self._renewer = threading.Thread(target=self._renew_loop, name="lease-renewal", daemon=True)
+        self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        # A holder renews every third of the duration, so one missed renewal does not lose the Lease.
+        while not self._stop_renewing.wait(deploy_lease.DEFAULT_DURATION_S / 3.0):
+            try:
+                self._hold(renew_only=True)
+            except Exception as exc:  # noted; the apply phase's check and the release say it
+                self.lease_problem = str(exc)
+
+    def stop_renewing(self) -> None:
+        self._stop_renewing.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=30)
+        self._renewer = None
+
+    def release(self) -> str:
+        """Give the Lease up (kept, without a holder). Never raises: a Lease left behind expires by itself."""
+        self.stop_renewing()
+        if not self.holding or not self._lease_at:
+            return ""
+        name, namespace = self._lease_at["name"], self._lease_at["namespace"]
+        lease = deploy_lease.lease_name(name)
+        client = self.client
+        saved, client.retry_seconds = client.retry_seconds, min(client.retry_seconds, 10)
+        try:
+            current = client.get(deploy_lease.KIND, lease, namespace, api_version=deploy_lease.API_VERSION)
+            holder = deploy_lease.holder_of(current)
+            if current is not None and holder is not None and holder.identity == self.identity:
+                client.replace(deploy_lease.released(current))
+            self.holding = False
+            return ""
+        except (K8sAccessError, DeployError) as exc:
+            message = ("Could not release Lease {0}/{1} ({2}): it expires {3} s after its last renewal, then the "
+                       "next deploy of {4} takes it over.").format(namespace, lease, exc,
+                                                                   deploy_lease.DEFAULT_DURATION_S, name)
+            self.warnings.append(message)
+            return message
+        finally:
+            client.retry_seconds = saved
+
+    # ---- the last known good version ----
+
+    def _replicasets(self, deployment: Mapping[str, Any], namespace: str) -> List[Dict[str, Any]]:
+        labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join("{0}={1}".format(k, v) for k, v in sorted(labels.items())) or None
+        return self.client.list("ReplicaSet", "apps/v1", namespace, label_selector=selector)
+
+    def _last_good_state(self, found: Dict[str, Any]) -> Dict[str, Any]:
+        """Where the Deployment stands against its recorded good version (for the repair and the rollback)."""
+        deployment = found["snapshot"].get("deployment")
+        if deployment is None:
+            return {"record": None, "position": last_good.UNRECORDED, "msg": "first deploy"}
+        try:
+            replicasets = self._replicasets(deployment, found["namespace"])
+        except K8sAccessError as exc:
+            raise self._unreachable(exc, "reading the Deployment's ReplicaSets") from exc
+        good, why = last_good.read(deployment)
+        position = last_good.position(deployment, replicasets, good)
+        record = good.__dict__ if good is not None else None
+        if position == last_good.AT_GOOD:
+            msg = "at the last good version, " + good.describe()
+        elif position == last_good.UNRECORDED:
+            msg = "no last good version recorded ({0}): a rollback goes to the revision before".format(why)
+        elif position == last_good.AWAY_COMPLETE:
+            msg = "rolled out, but not the last good version ({0}): changed outside this collection?".format(
+                good.describe())
+        else:
+            msg = ("IN THE MIDDLE OF A FAILED OR INTERRUPTED ROLLOUT (revision {0} not available); the last good "
+                   "version is {1}".format(plan.snapshot_revision(found["snapshot"]), good.describe()))
+            self.warnings.append("Deployment {0} in namespace {1} is in the middle of a failed or interrupted "
+                                 "rollout: {2}.".format(found["name"], found["namespace"], "this run rolls back to "
+                                                        "the last good version first" if not
+                                                        self.args.get("continue_forward") else
+                                                        "continue_forward is set: this run deploys over it"))
+        return {"record": record, "position": position, "msg": msg}
+
+    def _good_revision(self, found: Dict[str, Any]) -> Optional[int]:
+        """The revision number the last good template has now (``rollout undo`` renumbers); None if unknown."""
+        record = (found.get("last_good") or {}).get("record")
+        if not record:
+            return None
+        deployment = self.client.get("Deployment", found["name"], found["namespace"], api_version="apps/v1")
+        if deployment is None:
+            return None
+        good = last_good.LastGood(**record)
+        replicaset = last_good.replicaset_of(deployment, self._replicasets(deployment, found["namespace"]), good)
+        if replicaset is None:
+            self.warnings.append("The last good template {0} of {1} is no longer in the Deployment's history "
+                                 "(revisionHistoryLimit): the rollback goes to the revision the run found."
+                                 .format(good.template_hash, found["name"]))
+            return None
+        return revision_of(replicaset)
+
+    def record_last_good(self, found: Dict[str, Any]) -> str:
+        """After a completed (and verified) rollout: record the Deployment's version as the last good one."""
+        name, namespace = found["name"], found["namespace"]
+        try:
+            deployment = self.client.get("Deployment", name, namespace, api_version="apps/v1")
+            if deployment is None:
+                return ""
+            good = last_good.record(deployment, self._replicasets(deployment, namespace),
+                                    self.run_id or "-", _dt.datetime.now(_dt.timezone.utc))
+            known, _why = last_good.read(deployment)
+            if known is not None and known.template_hash == good.template_hash:
+                return "last good version unchanged: " + known.describe()
+            self.client.apply(last_good.annotation_patch(deployment, good), last_good.FIELD_MANAGER)
+        except ValueError as exc:
+            self.warnings.append("The last good version of {0} was not recorded: {1}.".format(name, exc))
+            return ""
+        except K8sAccessError as exc:
+            self.warnings.append("The last good version of {0} was not recorded: {1}.".format(name, exc))
+            return ""
+        return "recorded as the last good version: " + good.describe()
+
+    def _repair(self, found: Dict[str, Any], field_manager: str) -> None:
+        """The Deployment is in the middle of a failed or interrupted rollout: put the last good version back."""
+        revision = self._good_revision(found)
+        if revision is None:
+            return
+        with self.step("Rollout | Back to the last good version first (an unfinished rollout was found)") as record:
+            self.shielded = True
+            try:
+                undo = self._undo(found, revision, field_manager)
+            finally:
+                self.shielded = False
+            record["changed"] = bool(undo.get("changed"))
+            if not undo.get("complete"):
+                raise DeployError(
+                    "Deployment {n} in namespace {ns} was in the middle of a failed or interrupted rollout, and "
+                    "putting back its last good version (revision {r}) did not complete: {why}. Nothing of this "
+                    "run's version was applied. Inspect with 'kubectl -n {ns} describe deployment {n}'.".format(
+                        n=found["name"], ns=found["namespace"], r=revision, why=undo.get("msg")))
+            record["msg"] = "put back revision {0}, the last good version: {1}".format(revision, undo.get("msg"))
+
     # ---- apply, wait, roll back ----
 
     def apply(self, found: Dict[str, Any]) -> Dict[str, Any]:
-        """Dry run, apply, remove, wait; on a failed rollout, roll back and raise. Returns the rollout's result."""
+        """Dry run, apply, remove, wait; on a failed rollout, roll back and raise. Returns the rollout's result.
+
+        Before: the Lease is still this run's, and an unfinished rollout found by the preflight is rolled back to
+        the last good version. After the verify steps, :meth:`keep_as_last_good` records the version.
+        """
         field_manager = self.args.get("field_manager") or "creativeflow-ai-serving"
         objects: List[Dict[str, Any]] = found["objects"]
         name, namespace = found["name"], found["namespace"]
         if not self.check_mode:
+            if not self.holding and (found.get("lock") or {}).get("identity"):
+                with self.step("Lock | Check that this run still holds Lease {0}".format(
+                        deploy_lease.lease_name(name))) as record:
+                    record["msg"] = self.recheck_lock(found)
+            if (found.get("last_good") or {}).get("position") == last_good.AWAY_UNFINISHED and \
+                    not self.args.get("continue_forward"):
+                self._repair(found, field_manager)
             with self.step("Apply | Dry run of every object on the API server") as record:
                 warnings: List[str] = []
                 try:
@@ -249,6 +541,26 @@ class Engine:
                 if violations:
                     raise DeployError(plan.pod_security_message(name, namespace, violations, KNOB_PREFIX))
                 record["msg"] = "{0} objects admitted".format(len(objects))
+        try:
+            rollout = self._apply_and_wait(found, field_manager)
+        except Interrupted as exc:
+            self._after_interrupt(found, exc.signame, field_manager)
+            raise  # not reached: _after_interrupt raises DeployError
+        return rollout
+
+    def keep_as_last_good(self, found: Dict[str, Any]) -> None:
+        """After the rollout completed and the verify steps passed (or were not selected): the last good version."""
+        if self.check_mode:
+            return
+        with self.step("Rollout | Record the last good version") as record:
+            self.shielded = True  # the rollout completed: nothing is owed, the record is one write
+            try:
+                record["msg"] = self.record_last_good(found)
+            finally:
+                self.shielded = False
+
+    def _apply_and_wait(self, found: Dict[str, Any], field_manager: str) -> Dict[str, Any]:
+        name, namespace = found["name"], found["namespace"]
         with self.step("Apply | Every object of the model") as record:
             changed = self._apply_all(found, field_manager)
             record["changed"] = bool(changed)
@@ -278,13 +590,56 @@ class Engine:
                 rollout = Rollout(params, self.client).run()
                 if rollout.pop("failed", False):
                     failure = rollout.get("msg") or "the rollout failed"
-            except (RolloutError, K8sAccessError) as exc:
+            except K8sAccessError as exc:
+                if exc.unreachable:
+                    record["msg"] = str(exc)
+                    raise DeployError(self._outage_during_wait(found, exc)) from exc
+                failure = str(exc)
+            except RolloutError as exc:
                 failure = str(exc)
             record["msg"] = failure or rollout.get("msg", "")
             record["failed"] = bool(failure)
         if failure:
             self._roll_back(found, failure, field_manager)
         return rollout
+
+    def _repair_command(self, name: str) -> str:
+        return ("ansible-playbook -i <inventory> playbooks/rollback_model.yml -e model={0} (puts the last good "
+                "version back), or deploy again: a deploy that finds an unfinished rollout rolls back to the last "
+                "good version first".format(name))
+
+    def _outage_during_wait(self, found: Dict[str, Any], exc: K8sAccessError) -> str:
+        name, namespace = found["name"], found["namespace"]
+        return (
+            "The API server stopped answering while this run waited for the rollout of {n} in namespace {ns}: {d}. "
+            "The new version was applied; whether it came up is unknown, so a rollback may still be owed (automatic "
+            "rollback: {rb}). Once the API server answers, repair with: {cmd}. This run's Lease expires by itself."
+        ).format(n=name, ns=namespace, d=str(exc).rstrip("."),
+                 rb="on" if self.args.get("rollback_on_failure", True) else "off", cmd=self._repair_command(name))
+
+    def _after_interrupt(self, found: Dict[str, Any], signame: str, field_manager: str) -> None:
+        """SIGINT/SIGTERM during the apply or the wait: the rollback this run owes (bounded), then the failure."""
+        name, namespace = found["name"], found["namespace"]
+        during = self.current_step or "the apply"
+        failure = "Interrupted by {0} during '{1}'".format(signame, during)
+        if not self.args.get("rollback_on_failure", True):
+            raise DeployError(
+                "{f}. The model was left as it is (rollback_on_failure is false): the new version may be half rolled "
+                "out. Repair with: {cmd}.".format(f=failure, cmd=self._repair_command(name)))
+        self.shielded = True
+        try:
+            self._roll_back(found, failure, field_manager, bound=INTERRUPT_ROLLBACK_S)
+        except DeployError as err:
+            if (err.result.get("rollout") or {}).get("complete") or found["snapshot"].get("deployment") is None:
+                raise
+            raise DeployError("{0} State left: the model may run a half rolled out version ('kubectl -n {1} rollout "
+                              "status deployment {2}'); repair with: {3}.".format(
+                                  err, namespace, name, self._repair_command(name)), **err.result) from err
+        except K8sAccessError as exc:
+            raise DeployError("{f}; the rollback it owes could not run: {e}. Repair with: {cmd}.".format(
+                f=failure, e=exc, cmd=self._repair_command(name))) from exc
+        finally:
+            self.shielded = False
 
     # ---- verify ----
 
@@ -406,7 +761,8 @@ class Engine:
             return self.client.get(obj["kind"], name, obj["metadata"]["namespace"], api_version=obj["apiVersion"])
         return None
 
-    def _roll_back(self, found: Dict[str, Any], failure: str, field_manager: str) -> None:
+    def _roll_back(self, found: Dict[str, Any], failure: str, field_manager: str,
+                   bound: Optional[int] = None) -> None:
         name, namespace, snapshot = found["name"], found["namespace"], found["snapshot"]
         first = snapshot.get("deployment") is None
         rollback = bool(self.args.get("rollback_on_failure", True))
@@ -414,29 +770,43 @@ class Engine:
         undo: Optional[Dict[str, Any]] = None
         if rollback:
             with self.step("Rollout | Roll back") as record:
+                self.shielded = True
                 try:
                     if not first:
-                        undo = self._undo(found, revision, field_manager)
+                        # The last good version, never "what exists now" (which may be a broken rollout).
+                        good = self._good_revision(found)
+                        revision = good if good is not None else revision
+                        undo = self._undo(found, revision, field_manager, bound)
                         for obj in plan.restore_objects(snapshot):
                             self.client.apply(obj, field_manager)
                     for obj in plan.added_objects(found["objects"], snapshot):
                         self.client.delete(obj["apiVersion"], obj["kind"], obj["metadata"]["name"], namespace)
                 except K8sAccessError as exc:
-                    raise self._unreachable(
-                        exc, "rolling back after: " + failure.rstrip("."), applied=True) from exc
+                    record["msg"] = "did not finish: " + str(exc)
+                    raise DeployError(
+                        "The API server stopped answering while this run rolled back {n} in namespace {ns} after: "
+                        "{f}: {e}. The rollback is unfinished: repair with: {cmd}.".format(
+                            n=name, ns=namespace, f=failure.rstrip("."), e=str(exc).rstrip("."),
+                            cmd=self._repair_command(name))) from exc
+                finally:
+                    self.shielded = False
                 record["changed"] = True
                 record["msg"] = ("removed the first deploy's objects" if first else
                                  (undo or {}).get("msg") or "put back revision {0}".format(revision))
+                if undo is not None and not undo.get("complete"):
+                    record["failed"] = True
         raise DeployError(plan.failure_message(failure, name, namespace, KNOB_PREFIX, rollback, first, undo, revision),
                           rollout=undo or {})
 
-    def _undo(self, found: Dict[str, Any], revision: Optional[int], field_manager: str) -> Dict[str, Any]:
+    def _undo(self, found: Dict[str, Any], revision: Optional[int], field_manager: str,
+              bound: Optional[int] = None) -> Dict[str, Any]:
         snapshot = found["snapshot"]
         definition = next(o for o in found["objects"] if o["kind"] == "Deployment")
+        timeout = int(self.args["rollout_timeout"])
         params = dict(ROLLOUT_DEFAULTS, namespace=found["namespace"], name=found["name"], undo=True,
                       to_revision=revision, replicas=plan.current_replicas(snapshot), definition=definition,
-                      timeout=int(self.args["rollout_timeout"]), fail_fast=int(self.args["rollout_fail_fast"]),
-                      field_manager=field_manager)
+                      timeout=min(timeout, bound) if bound else timeout,
+                      fail_fast=int(self.args["rollout_fail_fast"]), field_manager=field_manager)
         try:
             result = Rollout(params, self.client).run()
         except (RolloutError, K8sAccessError) as exc:
@@ -445,3 +815,10 @@ class Engine:
             return {"complete": False, "msg": str(exc)}
         result.pop("failed", None)
         return result
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's uid)
+        return str(os.getuid())

@@ -32,6 +32,9 @@ ARGUMENT_SPEC.update(
     smoke_check=dict(type="bool", default=True),
     smoke_timeout=dict(type="int", default=60),
     field_manager=dict(type="str", default=FIELD_MANAGER),
+    api_retry_seconds=dict(type="int", default=60),
+    lock_wait=dict(type="int", default=0),
+    continue_forward=dict(type="bool", default=False),
 )
 
 

@@ -77,3 +77,22 @@ def test_position() -> None:
     rolling_back = deployment(revision=3, available=0, ready=0)
     assert last_good.position(rolling_back, [replicaset("model-old111", 3, "repo/model:1"), NEW_RS],
                               good_old) == last_good.AT_GOOD
+
+
+def test_the_manual_rollback_targets_the_last_good_version_only_when_away_from_it() -> None:
+    from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout_wait import Rollout
+
+    three = replicaset("model-bad333", 3, "repo/model:3")
+    broken = deployment(revision=3, available=0, ready=0)
+    good_old = LastGood(template_hash="old111", revision=1, time="t", run="r")
+    rollout = Rollout({"namespace": "ai-serving", "name": "model", "undo": True, "to_last_good": True}, None)
+    # In the middle of a failed rollout of revision 3: the recorded good one (revision 1), not revision 2.
+    assert rollout.target(with_annotation(broken, json.dumps(good_old.__dict__)), [OLD_RS, NEW_RS, three]) == (
+        1, good_old.__dict__)
+    # At the good version, or nothing recorded: the default (the previous revision).
+    good_new = LastGood(template_hash="new222", revision=2, time="t", run="r")
+    assert rollout.target(with_annotation(deployment(), json.dumps(good_new.__dict__)), [OLD_RS, NEW_RS]) == (None, {})
+    assert rollout.target(deployment(), [OLD_RS, NEW_RS]) == (None, {})
+    explicit = Rollout({"namespace": "ai-serving", "name": "model", "undo": True, "to_last_good": True,
+                        "to_revision": 2}, None)
+    assert explicit.target(broken, [OLD_RS, NEW_RS, three]) == (2, {})

@@ -18,6 +18,7 @@ import pytest
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy import engine as engine_mod
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy import plan
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.engine import Engine
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.kube import Conflict
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import DeployError
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_common import K8sUnreachableError
 
@@ -32,6 +33,7 @@ class FakeApi:
         self.warnings: List[str] = []
         self.calls: List[str] = []
         self.down = False
+        self.retry_seconds = 0
 
     def _check(self) -> None:
         if self.down:
@@ -67,6 +69,27 @@ class FakeApi:
         if not dry_run:
             self.objects[key] = after
         return copy.deepcopy(after), list(self.warnings)
+
+    def create(self, obj: Dict[str, Any]) -> Dict[str, Any]:
+        self._check()
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key in self.objects:
+            raise Conflict("exists")
+        return self._store(key, obj)
+
+    def replace(self, obj: Dict[str, Any]) -> Dict[str, Any]:
+        self._check()
+        key = (obj["kind"], obj["metadata"]["name"])
+        if self.objects[key]["metadata"]["resourceVersion"] != obj["metadata"].get("resourceVersion"):
+            raise Conflict("changed")
+        return self._store(key, obj)
+
+    def _store(self, key: Tuple[str, str], obj: Dict[str, Any]) -> Dict[str, Any]:
+        self.version += 1
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["resourceVersion"] = str(self.version)
+        self.objects[key] = stored
+        return copy.deepcopy(stored)
 
     def delete(self, api_version, kind, name, namespace, dry_run=False):
         self.calls.append("delete {0}".format(kind))
@@ -117,7 +140,12 @@ def args(**override: Any) -> Dict[str, Any]:
 
 def run(api: FakeApi, check_mode: bool = False, diff: bool = False, **override: Any) -> Engine:
     engine = Engine(args(**override), lambda: api, check_mode=check_mode, diff=diff)
-    engine.apply(engine.preflight())
+    try:
+        found = engine.preflight()
+        engine.apply(found)
+        engine.keep_as_last_good(found)
+    finally:
+        engine.release()  # as the action does
     return engine
 
 
@@ -128,10 +156,12 @@ def step_names(engine: Engine) -> List[str]:
 def test_first_deploy_applies_everything_and_a_second_changes_nothing(api: FakeApi) -> None:
     ScriptedRollout.script = [OK, OK]
     first = run(api)
-    assert step_names(first) == ["Preflight | Inputs", "Preflight | Cluster", "Preflight | GPU capacity", "Render",
+    assert step_names(first) == ["Preflight | Inputs", "Lock | Take Lease ai-serving-deploy-image-classifier",
+                                 "Preflight | Cluster", "Preflight | GPU capacity", "Render",
                                  "Apply | Dry run of every object on the API server",
                                  "Apply | Every object of the model", "Apply | Remove what the model no longer has",
-                                 "Rollout | Wait for the new version to be available"]
+                                 "Rollout | Wait for the new version to be available",
+                                 "Rollout | Record the last good version"]
     assert any(s["changed"] for s in first.steps)
     assert ("Deployment", "image-classifier") in api.objects
     # Every object is dry-run before the first real apply.
@@ -172,7 +202,7 @@ def test_failed_first_deploy_removes_everything(api: FakeApi) -> None:
     with pytest.raises(DeployError) as err:
         run(api)
     assert "CrashLoopBackOff. This was the first deploy of image-classifier" in str(err.value)
-    assert set(api.objects) == {("Namespace", NS)}
+    assert set(api.objects) - {("Lease", "ai-serving-deploy-image-classifier")} == {("Namespace", NS)}
 
 
 def test_failed_update_puts_the_previous_revision_back(api: FakeApi) -> None:
@@ -194,7 +224,10 @@ def test_no_rollback_when_switched_off(api: FakeApi) -> None:
     engine = Engine(args(rollback_on_failure=False, settings={"namespace": NS, "pod_annotations": {"a/b": "c"}}),
                     lambda: api)
     with pytest.raises(DeployError, match="rollback_on_failure is false"):
-        engine.apply(engine.preflight())
+        try:
+            engine.apply(engine.preflight())
+        finally:
+            engine.release()
     assert step_names(engine)[-1] == "Rollout | Wait for the new version to be available"
     assert len(ScriptedRollout.seen) == 2  # the two waits, no undo
     template = api.objects[("Deployment", "image-classifier")]["spec"]["template"]
@@ -248,8 +281,11 @@ def verify_api(api: FakeApi, monkeypatch) -> FakeApi:
 
 def deploy_and_verify(api: FakeApi, **override: Any) -> Tuple[Engine, Dict[str, Any]]:
     engine = Engine(args(**override), lambda: api)
-    found = engine.preflight()
-    return engine, engine.verify(found, engine.apply(found))
+    try:
+        found = engine.preflight()
+        return engine, engine.verify(found, engine.apply(found))
+    finally:
+        engine.release()  # as the action does
 
 
 def step(engine: Engine, name: str) -> Dict[str, Any]:
@@ -356,3 +392,107 @@ def test_verify_skips_the_smoke_steps_when_switched_off_and_everything_in_check_
     plan_found = checked.preflight()
     assert checked.verify(plan_found, checked.apply(plan_found)) == {"smoke": None, "deleted_configmaps": []}
     assert not [s for s in step_names(checked) if s.startswith("Verify")]
+
+
+# --------------------------------------------------------------------------- safety: Lease, last good, interrupts
+
+
+def test_a_second_run_fails_naming_the_holder_and_a_released_lease_is_free(api: FakeApi) -> None:
+    first = Engine(args(), lambda: api)
+    first.preflight()
+    try:
+        second = Engine(args(), lambda: api)
+        with pytest.raises(DeployError, match="is being deployed by another run") as err:
+            second.preflight()
+        assert first.identity in str(err.value) and "since 20" in str(err.value)
+        assert step_names(second) == ["Preflight | Inputs", "Lock | Take Lease ai-serving-deploy-image-classifier"]
+    finally:
+        first.release()
+    lease = api.objects[("Lease", "ai-serving-deploy-image-classifier")]
+    assert "holderIdentity" not in lease["spec"]
+    third = Engine(args(), lambda: api)
+    third.preflight()
+    third.release()
+    assert third.steps[1]["msg"].startswith("taken by ")
+
+
+def test_a_lease_its_holder_stopped_renewing_is_taken_over_saying_so(api: FakeApi) -> None:
+    dead = Engine(args(), lambda: api)
+    dead.preflight()
+    dead.stop_renewing()  # as a SIGKILLed run: no renewal, no release
+    lease = api.objects[("Lease", "ai-serving-deploy-image-classifier")]
+    lease["spec"]["renewTime"] = "2020-01-01T00:00:00.000000Z"
+    taker = Engine(args(), lambda: api)
+    taker.preflight()
+    taker.release()
+    assert any(w.startswith("Took over Lease ai-serving/ai-serving-deploy-image-classifier of image-classifier from "
+                            + dead.identity) for w in taker.warnings), taker.warnings
+
+
+def test_the_apply_phase_stops_when_another_run_took_the_lease(api: FakeApi) -> None:
+    ScriptedRollout.script = [OK]
+    engine = Engine(args(phase="preflight"), lambda: api)
+    found = engine.preflight()
+    engine.stop_renewing()
+    lease = api.objects[("Lease", "ai-serving-deploy-image-classifier")]
+    lease["spec"]["holderIdentity"] = "alice@laptop pid 7 run other"
+    # The apply phase is another process: a new engine with the preflight's plan.
+    apply_phase = Engine(args(phase="apply"), lambda: api)
+    with pytest.raises(DeployError, match="no longer holds Lease .* alice@laptop pid 7 run other holds it now"):
+        apply_phase.apply(json.loads(json.dumps(found)))
+    assert not any(c.startswith("apply") for c in api.calls)
+
+
+def test_check_mode_takes_no_lease(api: FakeApi) -> None:
+    ScriptedRollout.script = [OK]
+    run(api)
+    api.objects.pop(("Lease", "ai-serving-deploy-image-classifier"))
+    run(api, check_mode=True)
+    assert ("Lease", "ai-serving-deploy-image-classifier") not in api.objects
+
+
+def test_the_rollback_targets_the_last_good_version_not_the_snapshot(api: FakeApi, monkeypatch) -> None:
+    ScriptedRollout.script = [OK]
+    run(api)
+    monkeypatch.setattr(Engine, "_good_revision", lambda self, found: 7)
+    ScriptedRollout.script = [FAILED, dict(OK, undone_to_revision=7, changed=True)]
+    with pytest.raises(DeployError, match="runs revision 7's template again"):
+        run(api, settings={"namespace": NS, "pod_annotations": {"a/b": "c"}})
+    assert ScriptedRollout.seen[-1]["to_revision"] == 7
+
+
+def test_an_unfinished_rollout_is_rolled_back_to_the_last_good_version_first(api: FakeApi, monkeypatch) -> None:
+    ScriptedRollout.script = [OK]
+    run(api)
+    monkeypatch.setattr(Engine, "_last_good_state", lambda self, found: {
+        "record": {"template_hash": "abc", "revision": 3, "time": "t", "run": "r"},
+        "position": "away-unfinished", "msg": "in the middle"})
+    monkeypatch.setattr(Engine, "_good_revision", lambda self, found: 3)
+    ScriptedRollout.script = [dict(OK, undone_to_revision=3, changed=True), OK]
+    engine = run(api)
+    assert "Rollout | Back to the last good version first (an unfinished rollout was found)" in step_names(engine)
+    assert ScriptedRollout.seen[1]["undo"] is True and ScriptedRollout.seen[1]["to_revision"] == 3
+    ScriptedRollout.seen.clear()
+    ScriptedRollout.script = [OK]
+    forward = run(api, continue_forward=True)
+    assert not any(s.startswith("Rollout | Back") for s in step_names(forward))
+
+
+def test_an_interrupt_during_the_wait_rolls_back_bounded(api: FakeApi, monkeypatch) -> None:
+    ScriptedRollout.script = [OK]
+    run(api)
+
+    class Interrupting(ScriptedRollout):
+        def run(self) -> Dict[str, Any]:
+            if not self.params.get("undo"):
+                raise engine_mod.Interrupted("SIGINT")
+            return super().run()
+
+    monkeypatch.setattr(engine_mod, "Rollout", Interrupting)
+    ScriptedRollout.script = [dict(OK, undone_to_revision=1, changed=True)]
+    with pytest.raises(DeployError) as err:
+        run(api, rollout_timeout=600, settings={"namespace": NS, "pod_annotations": {"a/b": "c"}})
+    assert "Interrupted by SIGINT during 'Rollout | Wait for the new version to be available'" in str(err.value)
+    assert "Rolled back automatically" in str(err.value)
+    assert ScriptedRollout.seen[-1]["timeout"] == engine_mod.INTERRUPT_ROLLBACK_S
+    assert "holderIdentity" not in api.objects[("Lease", "ai-serving-deploy-image-classifier")]["spec"]
