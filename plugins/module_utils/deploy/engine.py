@@ -65,6 +65,13 @@ MANAGED_BY = "creativeflow.ai_serving"
 #: Longest wait for the rollback a run owes after SIGINT/SIGTERM (the operator wants the prompt back).
 INTERRUPT_ROLLBACK_S = 120
 
+#: How long the verify step waits for the Service's endpoints after a completed rollout, and how often it looks.
+ENDPOINTS_TIMEOUT = 30.0
+ENDPOINTS_INTERVAL = 0.5
+
+#: Shared knobs are named ai_serving_<knob> in messages; runtime knobs keep the runtime's prefix.
+KNOB_PREFIX = knobs.PREFIX.rstrip("_")
+
 
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived; raised by the action's handler in the engine's thread.
@@ -75,13 +82,6 @@ class Interrupted(BaseException):
     def __init__(self, signame: str) -> None:
         super().__init__(signame)
         self.signame = signame
-
-#: How long the verify step waits for the Service's endpoints after a completed rollout, and how often it looks.
-ENDPOINTS_TIMEOUT = 30.0
-ENDPOINTS_INTERVAL = 0.5
-
-#: Shared knobs are named ai_serving_<knob> in messages; runtime knobs keep the runtime's prefix.
-KNOB_PREFIX = knobs.PREFIX.rstrip("_")
 
 
 class Engine:
