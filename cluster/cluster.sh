@@ -152,21 +152,25 @@ cmd_up() {
     stamp >"${CLUSTER_DIR}/.stamp"
     forget_discovery
   else
-    local dead
-    dead=$(dead_components)
-    if [[ -n "${dead}" ]]; then
+    # The controller-manager and the scheduler exit when they lose their
+    # leader lease: after an API server outage they may stop only once the API
+    # server is back, so a restart is tried again (three rounds at most).
+    local dead round c
+    for round in 1 2 3; do
+      dead=$(dead_components)
+      [[ -n "${dead}" ]] || break
       log "restarting stopped components: ${dead}"
       # kwokctl takes a pid that still answers signal 0 (an unreaped zombie)
       # for a running component; dropping the stale pid file makes it start one.
-      local c
       for c in ${dead}; do rm -f "${CLUSTER_DIR}/pids/${c}.pid"; done
       "${KWOKCTL}" start cluster --name "${NAME}" --wait 2m >"${CACHE_DIR}/kwokctl-start.log" 2>&1 || {
         tail -n 20 "${CACHE_DIR}/kwokctl-start.log" >&2
         die "could not restart ${dead}; see ${CLUSTER_DIR}/logs/"
       }
-      dead=$(dead_components)
-      [[ -z "${dead}" ]] || die "components still not running after restart: ${dead}; see ${CLUSTER_DIR}/logs/"
-    fi
+      ((round == 3)) || sleep 5
+    done
+    dead=$(dead_components)
+    [[ -z "${dead}" ]] || die "components still not running after three restarts: ${dead}; see ${CLUSTER_DIR}/logs/ (a port taken by another process since the cluster was made? 'make cluster-down' then 'make cluster-up' picks free ones)"
   fi
   wait_api
   sync_nodes

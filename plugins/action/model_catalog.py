@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.text.converters import to_text
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import (
@@ -26,11 +27,13 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog im
     check_catalog,
     model_names,
     resolve_model,
+    unnamed_model_message,
 )
 
 ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     catalog=dict(type="dict", required=True),
     model=dict(type="str"),
+    require_model=dict(type="bool", default=False),
     environment=dict(type="str", choices=list(ENVIRONMENTS)),
 )
 
@@ -47,6 +50,14 @@ class ActionModule(ActionBase):
     def run(self, tmp: Optional[str] = None, task_vars: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         result = super().run(tmp, task_vars)
         del tmp
+        # Before the argument check, which refuses or turns into text a dict or list given as the model.
+        raw = self._task.args
+        if boolean(raw.get("require_model", False), strict=False):
+            unnamed = unnamed_model_message(raw.get("model"), raw.get("catalog") if isinstance(raw.get("catalog"), dict)
+                                            else {})
+            if unnamed:
+                result.update(failed=True, changed=False, msg=unnamed)
+                return result
         args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         result["changed"] = False
         if not HAS_JSONSCHEMA:

@@ -23,7 +23,23 @@ display = Display()
 ARGUMENT_SPEC = dict(
     runtime=dict(type="str", required=True),
     model=dict(type="dict", default={}),
+    require_runtime_role=dict(type="bool", default=False),
 )
+
+
+def caller_problem(runtime: str, model: Dict[str, Any], parent_roles: Any) -> Optional[str]:
+    """Why the internal role must not run here: not inside the runtime's role, or an entry of another runtime."""
+    first = parent_roles[0] if isinstance(parent_roles, list) and parent_roles else ""
+    if not (isinstance(first, str) and (first == runtime or first.endswith("." + runtime))):
+        return ("creativeflow.ai_serving._common is internal: it is called by a runtime role "
+                "(creativeflow.ai_serving.<runtime>, one per runtime of the catalog), which sets its variables; here "
+                "it runs {0}. Use playbooks/deploy_model.yml -e model=NAME, or include one of those roles.".format(
+                    "inside role " + first if first else "outside any role"))
+    if model.get("runtime") != runtime or not isinstance(model.get(runtime), dict):
+        return ("{0}_model must be a catalog entry with runtime {0} and a {0} section (what "
+                "creativeflow.ai_serving.model_catalog returns); got runtime '{1}'. playbooks/deploy_model.yml "
+                "-e model=NAME picks the right role.".format(runtime, model.get("runtime") or "(none)"))
+    return None
 
 
 class ActionModule(ActionBase):
@@ -35,6 +51,10 @@ class ActionModule(ActionBase):
         del tmp
         args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         variables = task_vars or {}
+        if args["require_runtime_role"]:
+            problem = caller_problem(args["runtime"], args["model"], variables.get("ansible_parent_role_names"))
+            if problem:
+                raise AnsibleActionFail(problem)
         # -e values reach task_vars too, but must outrank the catalog's deploy section: read them apart.
         extra = load_extra_vars(self._loader)
         try:

@@ -159,6 +159,19 @@ def model_names(catalog: Mapping[str, Any]) -> list[str]:
     return sorted(str(name) for name in catalog)
 
 
+def unnamed_model_message(value: Any, catalog: Mapping[str, Any]) -> Optional[str]:
+    """Why ``value`` (``-e model=...``) names no model: missing, empty or not a string; None when it is a name."""
+    if isinstance(value, str) and value:
+        return None
+    prefix = ""
+    if value is not None and not isinstance(value, str):
+        kind = "dict" if isinstance(value, Mapping) else "list" if isinstance(value, (list, tuple)) else \
+            type(value).__name__
+        prefix = "model must be a string, the key of a catalog entry; got a {0}. ".format(kind)
+    return "{0}Name the model with -e model=NAME. The catalog (ai_serving_models) of this inventory has: {1}.".format(
+        prefix, ", ".join(model_names(catalog)) or "(no model)")
+
+
 def merge_environment(entry: Mapping[str, Any], environment: Optional[str]) -> dict[str, Any]:
     """The entry with its ``environments[environment]`` overrides merged in.
 

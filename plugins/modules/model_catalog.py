@@ -56,6 +56,12 @@ options:
       - Name of the model to resolve, usually V({{ model }}) from C(-e model=NAME).
       - When omitted, only the catalog is validated and RV(model) is not returned.
     type: str
+  require_model:
+    description:
+      - Fail when O(model) is missing, empty or not a string, naming the catalog's models - for playbooks that pass
+        V({{ model | default(omit\) }}) from C(-e model=NAME).
+    type: bool
+    default: false
   environment:
     description:
       - The environment whose overrides (C(environments.<environment>) of the entry) are merged over the entry,
@@ -144,6 +150,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog im
     check_catalog,
     model_names,
     resolve_model,
+    unnamed_model_message,
 )
 
 
@@ -151,6 +158,7 @@ def argument_spec() -> dict:
     return dict(
         catalog=dict(type="dict", required=True),
         model=dict(type="str"),
+        require_model=dict(type="bool", default=False),
         environment=dict(type="str", choices=list(ENVIRONMENTS)),
     )
 
@@ -158,6 +166,9 @@ def argument_spec() -> dict:
 def run(module: AnsibleModule) -> dict:
     """Validate, then resolve; CatalogError propagates to main()."""
     catalog = module.params["catalog"]
+    unnamed = unnamed_model_message(module.params["model"], catalog) if module.params["require_model"] else None
+    if unnamed:
+        module.fail_json(msg=unnamed, changed=False)
     check_catalog(catalog)
     result: dict = dict(changed=False, models=model_names(catalog))
     if module.params["model"] is not None:

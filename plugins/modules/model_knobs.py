@@ -13,7 +13,8 @@ author:
   - creativeflow.ai platform team (@creativeflow-ai)
 description:
   - Runs on the controller (an action plugin; this module is its documentation). The runtime roles' internal role
-    C(_common) calls it first, for every action (deploy, undeploy, rollback, render).
+    C(_common) calls it first, for every action (deploy, undeploy, rollback, render), and reads the knobs from its
+    result.
   - The knobs that tune every runtime's deploy the same way are declared once, in C(plugins/module_utils/knobs.py), not
     per runtime role. A knob C(X) is read, most specific first, from C(-e ai_serving_X=...) (the run's extra
     variables, an AWX extra variable), the model's catalog entry's C(deploy.X) (after its environment's
@@ -91,6 +92,13 @@ options:
       - The resolved catalog entry; its C(deploy) section sets the per-model knobs.
     type: dict
     default: {}
+  require_runtime_role:
+    description:
+      - Fail unless the task runs inside the role of O(runtime) (C(creativeflow.ai_serving.<runtime>)) and O(model) is an
+        entry of that runtime with its section. The internal role C(_common) sets it, so that it runs only when a
+        runtime role included it.
+    type: bool
+    default: false
 attributes:
   action:
     support: full

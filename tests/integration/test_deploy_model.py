@@ -421,7 +421,7 @@ def test_update_adds_hpa_and_pdb(updated: Run, api_client, apps_v1, namespace: s
 
 
 @pytest.fixture(scope="module")
-def failures(updated, runner: Runner, apps_v1, namespace: str) -> Dict[str, Any]:
+def failures(updated, runner: Runner, apps_v1, core_v1, namespace: str) -> Dict[str, Any]:
     before = {r: deployment(apps_v1, namespace, RUNTIMES[r]["model"]) for r in ALL}
     unschedulable = with_local_override("text-generation-gpt", {"gpu": {"count": 5}})
 
@@ -433,8 +433,16 @@ def failures(updated, runner: Runner, apps_v1, namespace: str) -> Dict[str, Any]
 
     def custom() -> Dict[str, Run]:
         refused = runner("deploy_model.yml", "text-generation-gpt", unschedulable)
-        skipped = runner("deploy_model.yml", "text-generation-gpt",
-                         {**unschedulable, "ai_serving_gpu_preflight": False, "ai_serving_rollout_timeout": 20})
+        # The other runtimes' pods hold up to 5 of the quota's 8 GPUs meanwhile: without room in the quota the
+        # ReplicaSet could not even create the 5-GPU pod, and the scheduler would never see it.
+        quota = {"spec": {"hard": {"requests.nvidia.com/gpu": "16"}}}
+        core_v1.patch_namespaced_resource_quota("ai-serving-quota", namespace, quota)
+        try:
+            skipped = runner("deploy_model.yml", "text-generation-gpt",
+                             {**unschedulable, "ai_serving_gpu_preflight": False, "ai_serving_rollout_timeout": 20})
+        finally:
+            quota["spec"]["hard"]["requests.nvidia.com/gpu"] = "8"
+            core_v1.patch_namespaced_resource_quota("ai-serving-quota", namespace, quota)
         return {"refused": refused, "skipped": skipped}
 
     runs = runner.parallel({

@@ -896,3 +896,25 @@ def test_example_updates_keep_a_replica_available_unless_the_entry_accepts_it(ex
                 assert environment == "dev" and model["gpu"]["count"] == 1, model["name"]
             if model["gpu"]["count"] == 0:  # CPU models get a surge pod
                 assert model["strategy"]["max_surge"] >= 1 and model["strategy"]["max_unavailable"] == 0
+
+
+@pytest.mark.parametrize("value, told", [
+    (None, ""),
+    ("", ""),
+    ({"name": "a"}, "model must be a string, the key of a catalog entry; got a dict. "),
+    (["a"], "model must be a string, the key of a catalog entry; got a list. "),
+    (3, "model must be a string, the key of a catalog entry; got a int. "),
+])
+def test_a_model_that_names_nothing_is_told_with_the_catalogs_models(value, told) -> None:
+    from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import unnamed_model_message
+
+    message = unnamed_model_message(value, {"b": {}, "a": {}})
+    assert message == told + "Name the model with -e model=NAME. The catalog (ai_serving_models) of this inventory " \
+                             "has: a, b."
+
+
+def test_a_model_name_passes_and_an_empty_catalog_is_said() -> None:
+    from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import unnamed_model_message
+
+    assert unnamed_model_message("a", {"a": {}}) is None
+    assert unnamed_model_message(None, {}).endswith("has: (no model).")
