@@ -16,6 +16,7 @@ sync never touches it (it lacks MANAGED_LABEL).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 import time
@@ -43,7 +44,23 @@ def load(path: str) -> list[dict[str, Any]]:
             if key not in pool:
                 raise SystemExit(f"{path}: pool {pool.get('name', '?')!r} lacks '{key}'")
         nodes.extend(node(f"{pool['name']}-{i}", pool) for i in range(int(pool["count"])))
+    for index, obj in enumerate(nodes):
+        obj["status"]["addresses"] = [{"type": "InternalIP", "address": node_address(index)},
+                                      {"type": "Hostname", "address": obj["metadata"]["name"]}]
     return nodes
+
+
+# The simulated nodes' InternalIPs: RFC 2544's benchmarking range, never routed
+# here. kwok gives a pod its node's InternalIP as hostIP; without one (kwok's own
+# --node-ip is empty here) the pod stages would find hostIP unset and apply
+# again and again, each time with a new podIP.
+NODE_ADDRESSES = ipaddress.ip_network("198.18.0.0/15")
+
+
+def node_address(index: int) -> str:
+    if index >= NODE_ADDRESSES.num_addresses - 2:
+        raise SystemExit(f"more simulated nodes than {NODE_ADDRESSES} has addresses")
+    return str(NODE_ADDRESSES.network_address + 1 + index)
 
 
 def node(name: str, pool: dict[str, Any]) -> dict[str, Any]:

@@ -87,6 +87,14 @@ def test_gpu_pod_becomes_ready(kubectl, namespace):
     got = get_json(kubectl, "-n", namespace, "pod/one-gpu")
     node = get_json(kubectl, "node", got["spec"]["nodeName"])
     assert int(node["status"]["allocatable"]["nvidia.com/gpu"]) >= 1
+    # The stage applied once: the pod keeps its node's IP as hostIP and its podIP
+    # (a stage that kept matching rewrote both, and the Endpoints, many times a second).
+    internal = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+    assert got["status"]["hostIP"] == internal
+    time.sleep(3)
+    again = get_json(kubectl, "-n", namespace, "pod/one-gpu")
+    assert again["metadata"]["resourceVersion"] == got["metadata"]["resourceVersion"]
+    assert again["status"]["podIP"] == got["status"]["podIP"]
 
 
 @pytest.mark.local_cluster

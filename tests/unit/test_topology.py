@@ -53,3 +53,31 @@ def test_project_topology_names_a_tainted_real_node_that_is_not_kwoks():
     nodes = topology.load(path)
     assert all(n["metadata"]["annotations"] == {"kwok.x-k8s.io/node": "fake"} for n in nodes)
     assert name not in {n["metadata"]["name"] for n in nodes}
+
+
+def test_simulated_nodes_have_distinct_internal_ips_outside_the_cluster_ranges():
+    import ipaddress
+    nodes = topology.load(str(Path(__file__).resolve().parents[2] / "cluster" / "topology.yaml"))
+    ips = [next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP") for n in nodes]
+    assert len(set(ips)) == len(ips)
+    for ip in map(ipaddress.ip_address, ips):
+        assert ip in ipaddress.ip_network("198.18.0.0/15")
+        # the service range, kwok's fake pod range and the real node's pod range (cluster/node.sh)
+        assert not any(ip in ipaddress.ip_network(r) for r in ("10.96.0.0/16", "10.240.0.0/16", "10.244.0.0/24"))
+
+
+def test_every_pod_start_stage_sets_the_field_it_selects_absent():
+    # A stage still matching after it applied is applied again at once, forever:
+    # each patch gives the pod a new podIP and rewrites its Endpoints.
+    stages = list(yaml.safe_load_all((Path(__file__).resolve().parents[2] / "cluster" / "stages.yaml").read_text()))
+    start = 0
+    for stage in stages:
+        template = stage["spec"]["next"].get("statusTemplate", "")
+        top_level = dict(line.split(":", 1) for line in template.splitlines() if line[:1].isalpha())
+        for expr in stage["spec"]["selector"].get("matchExpressions", []):
+            if expr["operator"] == "DoesNotExist" and expr["key"].startswith(".status."):
+                start += 1
+                # ... and with a value that cannot be empty (hostIP from NodeIPWith was, for nodes kwok knows no IP of)
+                assert top_level.get(expr["key"][len(".status."):], "").strip() == "{{ $now | Quote }}", \
+                    stage["metadata"]["name"]
+    assert start == 4  # ready, not-ready, crash-loop, image-pull
