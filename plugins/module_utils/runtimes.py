@@ -171,6 +171,10 @@ class EnsurePresent:
 PROBE_KINDS = ("startup", "readiness", "liveness")
 
 
+def _no_objects(model: Model, knobs: Knobs) -> List[Any]:
+    return []
+
+
 def _probe_timing(startup: Tuple[int, int, int], readiness: Tuple[int, int, int],
                   liveness: Tuple[int, int, int]) -> Dict[str, Dict[str, int]]:
     """(period, timeout, failure threshold) per probe kind."""
@@ -207,8 +211,8 @@ class Runtime:
     # The server writes into its model directory (it pulls models): the claim is mounted read-write
     # unless the catalog says otherwise, and without a claim the directory is an emptyDir.
     writes_models: bool = False
-    periodic_checks: Callable[[Model, Knobs], List[PeriodicCheck]] = lambda model, knobs: []
-    shared_configmaps: Callable[[Model, Knobs], List[SharedConfigMap]] = lambda model, knobs: []
+    periodic_checks: Callable[[Model, Knobs], List[Any]] = _no_objects
+    shared_configmaps: Callable[[Model, Knobs], List[Any]] = _no_objects
     ensure_present: Callable[[Model, Knobs], Optional[EnsurePresent]] = lambda model, knobs: None
     # Rules of the catalog section that its schema cannot express: (path, message) pairs.
     section_rules: Callable[[Mapping[str, Any]], List[Tuple[Tuple[Any, ...], str]]] = lambda entry: []
@@ -218,6 +222,12 @@ class Runtime:
     @property
     def role(self) -> str:
         return self.name
+
+    @property
+    def adds_objects(self) -> bool:
+        """Whether the record may add checks or shared ConfigMaps (a deploy then reads those kinds to remove
+        what a catalog change switched off)."""
+        return self.periodic_checks is not _no_objects or self.shared_configmaps is not _no_objects
 
     def port_numbers(self, knobs: Knobs) -> List[Dict[str, Any]]:
         """The ports with their numbers, as _common takes them."""
