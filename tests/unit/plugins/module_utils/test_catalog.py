@@ -691,7 +691,8 @@ def test_inventory_catalog_validates_for_every_environment(path: Path):
     catalog = load_inventory_catalog(path)
     assert validate_catalog(catalog) == []
     assert {"image-classifier", "text-generation-gpt"} <= set(catalog)
-    assert {entry["runtime"] for entry in catalog.values()} == {"tf_serving", "torchserve", "triton", "custom_python"}
+    assert {entry["runtime"] for entry in catalog.values()} == {"tf_serving", "torchserve", "triton", "custom_python",
+                                                                "ollama", "vllm"}
     for environment in ENVIRONMENTS:
         for name in catalog:
             resolved = resolve_model(catalog, name, environment)
