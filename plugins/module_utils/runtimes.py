@@ -570,7 +570,9 @@ if [ "${state}" = ok ]; then
   fi
 fi
 
-report="{\"time\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"state\":\"${state}\",\"missing\":\"${missing# }\",\"pulled\":\"${pulled# }\",\"failed\":\"${failed# }\",\"inference\":\"${inference}\"}"
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+report="{\"time\":\"${now}\",\"state\":\"${state}\",\"missing\":\"${missing# }\",\"pulled\":\"${pulled# }\""
+report="${report},\"failed\":\"${failed# }\",\"inference\":\"${inference}\"}"
 log "report: ${report}"
 if [ "${REPORT_STATUS}" = true ] && [ -n "${REPORT_CONFIGMAP:-}" ]; then
   account=/var/run/secrets/kubernetes.io/serviceaccount
