@@ -685,8 +685,10 @@ class Engine:
         The smoke part (endpoints, then the runtime's health paths and the
         catalog's smoke inference through the API server's service proxy) runs
         when there are replicas and ``smoke_check`` is on; a wrong answer raises
-        (the rollout stays: the pods pass their probes). Returns what the
-        model_smoke module returns (``smoke``) and the ConfigMaps deleted.
+        (the rollout stays: the pods pass their probes). Before it, a record's
+        EnsurePresent makes every ready pod hold what the catalog lists
+        (``ensure``), whatever ``smoke_check`` says. Returns what the model_smoke
+        module returns (``smoke``), ``ensure`` and the ConfigMaps deleted.
         """
         result: Dict[str, Any] = {"smoke": None, "deleted_configmaps": []}
         if self.check_mode:
