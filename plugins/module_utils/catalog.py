@@ -923,6 +923,17 @@ def _record_rules(entry: Mapping[str, Any]) -> list[Problem]:
         return []
     record = _runtimes.get(runtime)
     problems: list[Problem] = list(record.section_rules(entry))
+    create = _dict_at(entry, "model", "pvc", "create")
+    modes = create.get("access_modes") or ["ReadWriteOnce"]
+    autoscaling = _dict_at(entry, "autoscaling")
+    most = max([value for value in (entry.get("replicas", 1), autoscaling.get("max_replicas", 1)
+                                    if autoscaling.get("enabled") is True else 1) if _is_int(value)], default=1)
+    writes = record.writes_models and _dict_at(entry, "model", "pvc").get("read_only") is not True
+    if create and writes and most > 1 and isinstance(modes, list) and "ReadWriteMany" not in modes:
+        problems.append((("model", "pvc", "create", "access_modes"),
+                         "%s lets one node write the claim, and %d replicas of %s write their models into it: use "
+                         "[ReadWriteMany] (a storage class that offers it), or one replica" % (_show(modes), most,
+                                                                                              runtime)))
     return problems
 
 

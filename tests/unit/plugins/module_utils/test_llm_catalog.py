@@ -118,3 +118,13 @@ def test_a_runtime_section_of_another_runtime_is_refused() -> None:
     data["llama"]["ollama"] = {"models": ["x"]}
     assert ("models.llama.ollama: section does not apply to runtime vllm; remove it (or set runtime: ollama)"
             in validate_catalog(data))
+
+
+def test_replicas_that_write_one_claim_need_read_write_many() -> None:
+    data = catalog()
+    data["chat"]["replicas"] = 3
+    assert ("models.chat.model.pvc.create.access_modes: ['ReadWriteOnce'] lets one node write the claim, and 3 "
+            "replicas of ollama write their models into it: use [ReadWriteMany] (a storage class that offers it), or "
+            "one replica") in validate_catalog(data)
+    data["chat"]["model"]["pvc"]["create"]["access_modes"] = ["ReadWriteMany"]
+    assert validate_catalog(data) == []
