@@ -134,7 +134,7 @@ def summary(result: Mapping[str, Any], what: str) -> Tuple[bool, str]:
     if not present:
         return False, ""
     held = sorted({name for names in present.values() for name in names})
-    line = "{0} pod(s) hold {1}".format(len(present), ", ".join(held))
+    line = "{0} pod(s) hold the {1}s {2}".format(len(present), what, ", ".join(held))
     if pulled:
         line += "; pulled " + "; ".join("{0} on {1}".format(", ".join(names), pod) for pod, names in sorted(pulled.items()))
     else:

@@ -79,9 +79,9 @@ def test_a_fetch_is_judged_by_its_status_and_answer() -> None:
 def test_the_summary_says_what_was_pulled_where() -> None:
     changed, line = ensure.summary({"fetched": {"p1": ["tiny:latest"], "p2": []},
                                     "present": {"p1": ["tiny:latest"], "p2": ["tiny:latest"]}}, "model")
-    assert changed and line == "2 pod(s) hold tiny:latest; pulled tiny:latest on p1"
+    assert changed and line == "2 pod(s) hold the models tiny:latest; pulled tiny:latest on p1"
     assert ensure.summary({"fetched": {"p1": []}, "present": {"p1": ["a:1"]}}, "model") == (
-        False, "1 pod(s) hold a:1; nothing to pull")
+        False, "1 pod(s) hold the models a:1; nothing to pull")
 
 
 def test_a_record_object_switched_off_is_absent_but_configurations_stay_with_their_revisions() -> None:
