@@ -73,9 +73,6 @@ _RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "runAsNonRoot": True
 #: Objects with this annotation are created when missing and never updated: another workload writes their data.
 CREATE_ONLY_ANNOTATION = "creativeflow.ai/apply"
 CREATE_ONLY = "create-only"
-SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
-#: The API server's default --service-node-port-range.
-DEFAULT_NODE_PORT_RANGE = (30000, 32767)
 #: Resources of a periodic check's pod (seed 004's health checker).
 CHECK_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "128Mi"}}
 

@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import NODE_PORT_RANGE
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import DeployError
 
 LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -139,8 +140,8 @@ def settings_checks(settings: Dict[str, Any], prefix: str) -> None:
     check_keys(settings.get("service_monitor_labels") or {}, prefix + "_service_monitor_labels")
 
 
-#: The API server's default --service-node-port-range.
-DEFAULT_NODE_PORT_RANGE = (30000, 32767)
+#: The API server's default --service-node-port-range (the catalog checks it first).
+DEFAULT_NODE_PORT_RANGE = NODE_PORT_RANGE
 _NODE_PORT_RANGE_FLAG = re.compile(r"^--service-node-port-range=([0-9]+)(?:-([0-9]+)|\+([0-9]+))?$")
 
 
