@@ -7,8 +7,8 @@ kustomize, exact undeploy. The API server verifies every object: the deploy's se
 stops on any Pod Security warning, and the pod templates of the Deployment and the CronJob are
 created here as pods in a server-side dry run, which the namespace's enforcement judges.
 
-The simulated nodes run no container: the after-rollout pulls and the smoke check say so. Real
-servers on the real node are the subject of /work/briefs/llm-report.md and test_llm_real.py.
+The simulated nodes run no container: the after-rollout pulls and the smoke check say so. The real
+servers (Ollama built from its Go module, vLLM's CPU build) are not run here yet: see the issue's note.
 """
 
 from __future__ import annotations
