@@ -560,3 +560,16 @@ def test_a_claim_the_deploy_creates_need_not_exist_but_an_existing_one_must(api:
     model = ollama_model(model={"source": "pvc", "pvc": {"claim_name": "chat-models"}})
     with pytest.raises(DeployError, match="PersistentVolumeClaim chat-models"):
         run(api, **ollama_args(model))
+
+
+def test_the_plan_of_a_record_with_objects_travels_as_json(api: FakeApi) -> None:
+    """phase=preflight hands the plan to phase=apply through Ansible: plain JSON, the record's parts included."""
+    engine = Engine(args(**ollama_args(ollama_model())), lambda: api)
+    try:
+        found = engine.preflight()
+    finally:
+        engine.release()
+    again = json.loads(json.dumps(found))
+    assert again["server"]["ensure"]["wanted"] == ["tiny"]
+    assert {o["kind"] for o in again["objects"]} >= {"CronJob", "Role", "RoleBinding", "ServiceAccount",
+                                                      "PersistentVolumeClaim"}
