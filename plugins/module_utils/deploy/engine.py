@@ -293,9 +293,10 @@ class Engine:
         try:
             result = CapacityCheck(params, self.client).run()
             if not result["fits"]:
-                raise GpuFitError(checks.one_node_message(result, int(gpu["count"]), gpu["resource"],
-                                                          found["server"].get("gpus_on_one_node", ""))
-                                  or result["msg"])
+                # The check's own message, then why no rollout order helps when no node is big enough.
+                why = checks.one_node_message(result, int(gpu["count"]), gpu["resource"],
+                                              found["server"].get("gpus_on_one_node", ""))
+                raise GpuFitError(result["msg"] + ("; " + why if why else ""))
         except (GpuFitError, K8sAccessError) as exc:
             raise DeployError(
                 "GPU preflight for {n} in namespace {ns}: {m}. Nothing was applied. (To deploy anyway, for example "
