@@ -74,6 +74,9 @@ DEFAULTS: dict[str, Any] = {
     "model": {"source": "image"},
 }
 
+# The API server's default --service-node-port-range (the deploy checks the cluster's own when it can read it).
+NODE_PORT_RANGE = (30000, 32767)
+
 # strategy.downtime: what validation does with an update that leaves no replica available.
 DOWNTIME_CHOICES = ("warn", "refuse", "accept")
 
@@ -371,7 +374,16 @@ def _entry_properties(environments: Sequence[str]) -> dict[str, Any]:
             "pvc": _object({
                 "claim_name": _DNS_SUBDOMAIN,
                 "sub_path": _string(r"^[^/]", "a path relative to the volume's root"),
-                "read_only": {"type": "boolean", "default": True},
+                # default: true, false for a runtime that writes its models (ollama pulls into it)
+                "read_only": {"type": "boolean"},
+                # The deploy creates the claim (and undeploy deletes it); without, the claim must exist.
+                "create": _object({
+                    "size": _string(_QUANTITY_PATTERN, "a storage size (a Kubernetes quantity) such as 100Gi"),
+                    "storage_class": _DNS_SUBDOMAIN,
+                    "access_modes": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                     "items": {"enum": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany",
+                                                        "ReadWriteOncePod"]}},
+                }, required=["size"]),
             }, required=["claim_name"]),
             "uri": _string(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$", "a URI such as s3://bucket/path or https://host/path"),
             "credentials_secret": _DNS_SUBDOMAIN,
@@ -402,6 +414,20 @@ def _entry_properties(environments: Sequence[str]) -> dict[str, Any]:
                 "additionalProperties": False,
             },
         },
+        # How the Service is reached: inside the cluster (ClusterIP), on every node's port, or a load balancer.
+        "service": _object({
+            "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"], "default": "ClusterIP"},
+            "node_ports": {
+                "type": "object",
+                "propertyNames": _string(expected="the name of a port of the runtime's Service"),
+                "additionalProperties": {"type": "integer",
+                                         "x-expected": "a port number in the cluster's NodePort range (30000-32767)"},
+            },
+            "load_balancer_source_ranges": {"type": "array", "items": _string(
+                r"^[0-9a-fA-F.:]+/[0-9]{1,3}$", "a CIDR such as 203.0.113.0/24")},
+            "annotations": {"type": "object", "propertyNames": _string(_LABEL_KEY, "an annotation key", 317),
+                            "additionalProperties": {"type": "string"}},
+        }),
         # The post-deploy check's inference through the Service (module_utils/smoke.py).
         "smoke": SMOKE_SCHEMA,
         # The shared knobs this model sets for itself (module_utils/knobs.py).
@@ -570,7 +596,8 @@ def _explain(error: Any) -> list[Problem]:
         return [(path, schema["x-message"])]
     if "propertyNames" in error.absolute_schema_path:
         return [(path, "key %s is not %s" % (_show(instance), expected or _expected_from(error)))]
-    if expected and error.validator in ("pattern", "anyOf", "oneOf", "minLength", "maxLength"):
+    if expected and (error.validator in ("pattern", "anyOf", "oneOf", "minLength", "maxLength")
+                     or (error.validator in ("type", "minimum", "maximum", "exclusiveMinimum") and schema.get("type") != "string")):
         return [(path, "%s is not %s" % (_show(instance), expected))]
     return [(path, error.message)]
 
@@ -842,6 +869,74 @@ def _smoke_rules(entry: Mapping[str, Any]) -> list[Problem]:
     return [(("smoke", "port"), message)]
 
 
+def _pvc_rules(entry: Mapping[str, Any]) -> list[Problem]:
+    create = _dict_at(entry, "model", "pvc", "create")
+    size = create.get("size")
+    if not isinstance(size, str):
+        return []
+    try:
+        positive = parse_quantity(size) > 0
+    except QuantityError:
+        return []  # reported by the schema
+    if positive:
+        return []
+    return [(("model", "pvc", "create", "size"), "%s is not a storage size above 0: write one such as 100Gi"
+             % _show(size))]
+
+
+def _service_rules(entry: Mapping[str, Any]) -> list[Problem]:
+    service = _dict_at(entry, "service")
+    kind = service.get("type", "ClusterIP")
+    node_ports = _dict_at(entry, "service", "node_ports")
+    problems: list[Problem] = []
+    if node_ports and kind == "ClusterIP":
+        problems.append((("service", "node_ports"), "apply only to service.type NodePort or LoadBalancer, not "
+                                                    "ClusterIP: set the type or remove them"))
+    if "load_balancer_source_ranges" in service and kind != "LoadBalancer":
+        problems.append((("service", "load_balancer_source_ranges"), "apply only to service.type LoadBalancer, not %s"
+                         % kind))
+    runtime = entry.get("runtime")
+    names = ([item.name for item in _runtimes.get(runtime).ports if item.service] if runtime in RUNTIMES else None)
+    low, high = NODE_PORT_RANGE
+    seen: dict[int, str] = {}
+    for port_name, number in node_ports.items():
+        where = ("service", "node_ports", port_name)
+        if names is not None and port_name not in names:
+            problems.append((where, "%s is not a port of %s's Service: name one of %s"
+                             % (_show(port_name), runtime, ", ".join(names))))
+        if not _is_int(number):
+            continue  # reported by the schema
+        if not low <= number <= high:
+            problems.append((where, "%d is outside the NodePort range %d-%d (the API server's "
+                                    "--service-node-port-range): pick a port in it, or leave it out and the cluster "
+                                    "picks one" % (number, low, high)))
+        elif number in seen:
+            problems.append((where, "%d is also the node port of %s: each port needs its own" % (number, seen[number])))
+        seen.setdefault(number, str(port_name))
+    return problems
+
+
+def _record_rules(entry: Mapping[str, Any]) -> list[Problem]:
+    # The runtime's own rules (its record's section_rules), and the names of the objects it adds.
+    runtime = entry.get("runtime")
+    if runtime not in RUNTIMES:
+        return []
+    record = _runtimes.get(runtime)
+    problems: list[Problem] = list(record.section_rules(entry))
+    create = _dict_at(entry, "model", "pvc", "create")
+    modes = create.get("access_modes") or ["ReadWriteOnce"]
+    autoscaling = _dict_at(entry, "autoscaling")
+    most = max([value for value in (entry.get("replicas", 1), autoscaling.get("max_replicas", 1)
+                                    if autoscaling.get("enabled") is True else 1) if _is_int(value)], default=1)
+    writes = record.writes_models and _dict_at(entry, "model", "pvc").get("read_only") is not True
+    if create and writes and most > 1 and isinstance(modes, list) and "ReadWriteMany" not in modes:
+        problems.append((("model", "pvc", "create", "access_modes"),
+                         "%s lets one node write the claim, and %d replicas of %s write their models into it: use "
+                         "[ReadWriteMany] (a storage class that offers it), or one replica" % (_show(modes), most,
+                                                                                              runtime)))
+    return problems
+
+
 _SEMANTIC_CHECKS: tuple[Callable[[Mapping[str, Any]], List[Problem]], ...] = (
     _runtime_sections,
     _smoke_rules,
@@ -856,6 +951,9 @@ _SEMANTIC_CHECKS: tuple[Callable[[Mapping[str, Any]], List[Problem]], ...] = (
     _image_rules,
     _model_storage_rules,
     _runtime_settings_rules,
+    _pvc_rules,
+    _service_rules,
+    _record_rules,
 )
 
 

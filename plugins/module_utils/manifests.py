@@ -70,6 +70,11 @@ FETCH_SCRIPTS: Dict[str, str] = {
 _PROBE_TIMING_KEYS = {"initial_delay_seconds": "initialDelaySeconds", "period_seconds": "periodSeconds",
                       "timeout_seconds": "timeoutSeconds", "failure_threshold": "failureThreshold"}
 _RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+#: Objects with this annotation are created when missing and never updated: another workload writes their data.
+CREATE_ONLY_ANNOTATION = "creativeflow.ai/apply"
+CREATE_ONLY = "create-only"
+#: Resources of a periodic check's pod (seed 004's health checker).
+CHECK_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "128Mi"}}
 
 
 @dataclass(frozen=True)
@@ -113,12 +118,14 @@ def settings_from(values: Mapping[str, Any]) -> Settings:
 # ---- what the objects share ----
 
 
-def labels(model: Model, runtime: str) -> Dict[str, str]:
+def labels(model: Model, runtime: str, component: str = "model-server") -> Dict[str, str]:
+    """The labels of the model's objects; objects beside the server (its checks) have their own component, so
+    the Service and the rollout never count their pods."""
     name = model["name"]
     return {
         "app.kubernetes.io/name": name,
         "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/component": component,
         "app.kubernetes.io/part-of": "ai-serving",
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "creativeflow.ai/runtime": runtime,
@@ -227,6 +234,7 @@ def server_view(spec: ServerSpec, model: Model, settings: Settings) -> Dict[str,
         "config_mount_path": spec.config_mount_path, "run_as_user": spec.run_as_user,
         "image": image_reference(model), "labels": labels(model, spec.runtime),
         "selector": selector(model), "pod_labels": pod_labels(spec, model, settings),
+        "ensure": spec.ensure, "gpus_on_one_node": spec.gpus_on_one_node,
     }
 
 
@@ -241,11 +249,155 @@ def configmap(spec: ServerSpec, model: Model, settings: Settings, config_files: 
 
 
 def service(spec: ServerSpec, model: Model, settings: Settings) -> List[Obj]:
-    ports = [{"name": port["name"], "port": int(port["port"]), "targetPort": port["name"], "protocol": "TCP"}
-             for port in spec.ports if port.get("service", True)]
-    return [{"apiVersion": "v1", "kind": "Service",
-             "metadata": _metadata(model, settings, model["name"], labels(model, spec.runtime)),
-             "spec": {"type": "ClusterIP", "selector": selector(model), "ports": ports}}]
+    """The Service: ClusterIP, or what the catalog's ``service`` asks (NodePort with fixed node ports, LoadBalancer)."""
+    exposure = model.get("service") or {}
+    kind = exposure.get("type", "ClusterIP")
+    node_ports = exposure.get("node_ports") or {}
+    ports = []
+    for port in spec.ports:
+        if not port.get("service", True):
+            continue
+        item: Obj = {"name": port["name"], "port": int(port["port"]), "targetPort": port["name"], "protocol": "TCP"}
+        if kind != "ClusterIP" and port["name"] in node_ports:
+            item["nodePort"] = int(node_ports[port["name"]])
+        ports.append(item)
+    service_spec: Obj = {"type": kind, "selector": selector(model), "ports": ports}
+    if kind == "LoadBalancer" and exposure.get("load_balancer_source_ranges"):
+        service_spec["loadBalancerSourceRanges"] = list(exposure["load_balancer_source_ranges"])
+    metadata = _metadata(model, settings, model["name"], labels(model, spec.runtime))
+    if exposure.get("annotations"):
+        metadata["annotations"] = _strings(exposure["annotations"])
+    return [{"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": service_spec}]
+
+
+def service_url(spec: ServerSpec, model: Model, port_name: str) -> str:
+    """The Service's in-cluster URL on a named port; $(NAMESPACE) is the pod's (its env sets it first)."""
+    number = [port["port"] for port in spec.ports if port["name"] == port_name][0]
+    return "http://%s.$(NAMESPACE).svc:%d" % (model["name"], int(number))
+
+
+def pvc(spec: ServerSpec, model: Model, settings: Settings) -> List[Obj]:
+    """The model's PersistentVolumeClaim, when the catalog asks the deploy to create it (model.pvc.create)."""
+    source = model.get("model") or {}
+    claim = source.get("pvc") or {}
+    create = claim.get("create")
+    if source.get("source") != "pvc" or not create:
+        return []
+    claim_spec: Obj = {"accessModes": list(create.get("access_modes") or ["ReadWriteOnce"]),
+                       "resources": {"requests": {"storage": str(create["size"])}}}
+    if create.get("storage_class"):
+        claim_spec["storageClassName"] = str(create["storage_class"])
+    return [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": _metadata(model, settings, claim["claim_name"], labels(model, spec.runtime, "model-storage")),
+             "spec": claim_spec}]
+
+
+def _role(name: str, object_labels: Mapping[str, str], settings: Settings, rules: List[Obj],
+          subject: str) -> List[Obj]:
+    """A Role and the RoleBinding that gives it to one ServiceAccount of the namespace."""
+    meta = {"name": name, "namespace": settings.namespace, "labels": dict(object_labels)}
+    return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": dict(meta), "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": dict(meta),
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+             "subjects": [{"kind": "ServiceAccount", "name": subject, "namespace": settings.namespace}]}]
+
+
+def check_names(model: Model, check: Mapping[str, Any]) -> Dict[str, str]:
+    """The names of a periodic check's objects."""
+    base = "%s-%s" % (model["name"], check["name"])
+    return {"cronjob": base, "service_account": base, "role": base, "script": base + "-script",
+            "report": base + "-report"}
+
+
+def periodic_check(spec: ServerSpec, model: Model, settings: Settings, check: Mapping[str, Any]) -> List[Obj]:
+    """One periodic check: its script's ConfigMap, the ConfigMap it reports into, its ServiceAccount and Role
+    (get and patch of that ConfigMap only; no token at all when it does not report), and the CronJob."""
+    names = check_names(model, check)
+    object_labels = labels(model, spec.runtime, check["name"])
+    reports = bool(check.get("reports"))
+    env: List[Obj] = [{"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                      {"name": "SERVER_URL", "value": service_url(spec, model, check["port"])}]
+    if reports:
+        env.append({"name": "REPORT_CONFIGMAP", "value": names["report"]})
+    env += [{"name": key, "value": str(value)} for key, value in sorted((check.get("env") or {}).items())]
+    uid = int(check.get("run_as_user", 65534))
+    pod: Obj = {
+        "serviceAccountName": names["service_account"],
+        "automountServiceAccountToken": reports,
+        "restartPolicy": "Never",
+        "securityContext": {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "check",
+            "image": str(check["image"]),
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["/bin/sh", "/scripts/%s" % check["script_file"]],
+            "env": env,
+            "resources": CHECK_RESOURCES,
+            "securityContext": dict(_RESTRICTED_CONTAINER, readOnlyRootFilesystem=True),
+            "volumeMounts": [{"name": "script", "mountPath": "/scripts", "readOnly": True},
+                             {"name": "tmp", "mountPath": "/tmp"}],
+        }],
+        "volumes": [{"name": "script", "configMap": {"name": names["script"], "defaultMode": 0o555}},
+                    {"name": "tmp", "emptyDir": {}}],
+    }
+    out: List[Obj] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": _metadata(model, settings, names["service_account"], object_labels),
+         "automountServiceAccountToken": False},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(model, settings, names["script"], object_labels),
+         "data": {check["script_file"]: check["script"]}},
+    ]
+    if reports:
+        # Labels only: the job writes data.last_report; a deploy never takes it back.
+        out.append({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": _metadata(model, settings, names["report"], object_labels)})
+        out += _role(names["role"], object_labels, settings,
+                     [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [names["report"]],
+                       "verbs": ["get", "patch"]}], names["service_account"])
+    out.append({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": _metadata(model, settings, names["cronjob"], object_labels),
+        "spec": {
+            "schedule": str(check["schedule"]),
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 300,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": dict(object_labels)},
+                "spec": {"backoffLimit": 0, "activeDeadlineSeconds": int(check.get("deadline_seconds", 1800)),
+                         "template": {"metadata": {"labels": dict(object_labels)}, "spec": pod}},
+            },
+        },
+    })
+    return out
+
+
+def shared_configmap(spec: ServerSpec, model: Model, settings: Settings, shared: Mapping[str, Any]) -> List[Obj]:
+    """A ConfigMap another workload keeps its data in (created once, never overwritten), and its Role."""
+    name = "%s-%s" % (model["name"], shared["name"])
+    object_labels = labels(model, spec.runtime, shared["name"])
+    metadata = _metadata(model, settings, name, object_labels)
+    metadata["annotations"] = {CREATE_ONLY_ANNOTATION: CREATE_ONLY}
+    return ([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": dict(shared["data"])}]
+            + _role(name, object_labels, settings, [{"apiGroups": [""], "resources": ["configmaps"],
+                                                    "resourceNames": [name], "verbs": list(shared["verbs"])}],
+                    str(shared["service_account"])))
+
+
+def extras(spec: ServerSpec, model: Model, settings: Settings) -> List[Obj]:
+    """The objects the record asks for beside the server, in apply order."""
+    out: List[Obj] = []
+    for shared in spec.shared_configmaps:
+        out += shared_configmap(spec, model, settings, shared)
+    for check in spec.periodic_checks:
+        out += periodic_check(spec, model, settings, check)
+    return out
+
+
+def is_create_only(obj: Mapping[str, Any]) -> bool:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(CREATE_ONLY_ANNOTATION) == CREATE_ONLY
 
 
 def _strategy(model: Model) -> Obj:
@@ -307,12 +459,12 @@ def _volumes(spec: ServerSpec, model: Model, settings: Settings,
     source = model.get("model") or {}
     mount_path = model_mount_path(spec, model)
     if source.get("source") == "pvc":
-        pvc = source["pvc"]
-        read_only = bool(pvc.get("read_only", True))
-        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": pvc["claim_name"], "readOnly": read_only}})
+        claim = source["pvc"]
+        read_only = bool(claim.get("read_only", not spec.writes_models))
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": claim["claim_name"], "readOnly": read_only}})
         mount: Obj = {"name": "model", "mountPath": mount_path, "readOnly": read_only}
-        if "sub_path" in pvc:
-            mount["subPath"] = pvc["sub_path"]
+        if "sub_path" in claim:
+            mount["subPath"] = claim["sub_path"]
         mounts.append(mount)
     elif source.get("source") == "uri":
         scheme = re.sub(r"://.*$", "", source["uri"])
@@ -332,6 +484,10 @@ def _volumes(spec: ServerSpec, model: Model, settings: Settings,
         if "credentials_secret" in source:
             fetch["envFrom"] = [{"secretRef": {"name": source["credentials_secret"]}}]
         init.append(fetch)
+    elif spec.writes_models:
+        # No claim: the server's models live as long as the pod (the deploy's after-rollout step fetches them).
+        volumes.append({"name": "model", "emptyDir": {}})
+        mounts.append({"name": "model", "mountPath": mount_path})
     return volumes, mounts, init
 
 
@@ -460,8 +616,11 @@ def service_monitor(spec: ServerSpec, model: Model, settings: Settings, api_serv
 
 def objects(spec: ServerSpec, model: Model, settings: Settings, config_files: Mapping[str, str], replicas: int,
             config_name: str, service_monitor_api: bool = False) -> List[Obj]:
-    """Every object of the model, in apply order (the ConfigMap before the Deployment that mounts it)."""
-    return (configmap(spec, model, settings, config_files, config_name)
+    """Every object of the model, in apply order (the claim and the ConfigMaps before the Deployment and the
+    CronJobs that mount them)."""
+    return (pvc(spec, model, settings)
+            + configmap(spec, model, settings, config_files, config_name)
+            + extras(spec, model, settings)
             + service(spec, model, settings)
             + deployment(spec, model, settings, replicas, config_name)
             + hpa(spec, model, settings)

@@ -19,12 +19,19 @@ Adding a runtime: a record in ``REGISTRY``, ``roles/<name>/`` (tasks/main.yml
 entry point, defaults, meta/argument_specs.yml, templates/Dockerfile.j2) and one
 row of the docs' runtime table.
 
+Objects beside the Deployment are data too: a record may ask for periodic checks
+(:class:`PeriodicCheck`: a CronJob, its script's ConfigMap, a ServiceAccount and a
+Role that lets it write its report and nothing else), ConfigMaps another workload
+keeps its data in (:class:`SharedConfigMap`, with the Role that lets it), and what
+the server must hold after the rollout (:class:`EnsurePresent`). ``manifests.py``
+and the deploy build and run them without knowing which runtime asked.
+
 Plain Python: no Ansible, no cluster.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import smoke as _smoke
@@ -103,7 +110,69 @@ class GrpcCheck:
     port: str
 
 
+@dataclass(frozen=True)
+class PeriodicCheck:
+    """A CronJob that checks the server from inside the cluster through its Service.
+
+    ``script`` is mounted from a ConfigMap at /scripts/``script_file`` and run by
+    ``image``'s /bin/sh; ``env`` is its configuration (manifests.py adds
+    SERVER_URL, NAMESPACE and REPORT_CONFIGMAP). With ``reports``, the job writes
+    its last report into a ConfigMap of its own, which is all its ServiceAccount may
+    touch (get, patch); without, the pod gets no API token at all.
+    """
+
+    name: str
+    schedule: str
+    image: str
+    script_file: str
+    script: str
+    port: str
+    env: Dict[str, str]
+    reports: bool = True
+    deadline_seconds: int = 1800
+    run_as_user: int = 65534
+
+
+@dataclass(frozen=True)
+class SharedConfigMap:
+    """A ConfigMap another workload keeps its data in: created with ``data`` when missing and never
+    overwritten by a deploy (the other workload writes it); a Role lets ``service_account`` get,
+    update and patch that ConfigMap only."""
+
+    name: str
+    data: Dict[str, str]
+    service_account: str
+    verbs: Tuple[str, ...] = ("get", "update", "patch")
+
+
+@dataclass(frozen=True)
+class EnsurePresent:
+    """What each serving pod must hold after the rollout, through the server's own API.
+
+    ``list_path`` (GET) lists what the server has (``list_key`` of the JSON answer,
+    each item's ``item_key``); ``fetch_path`` (POST, body ``fetch_body`` with the
+    item's name under ``fetch_name_key``) fetches a missing one, within
+    ``timeout_seconds`` per item. Names without a tag get ``default_tag``.
+    """
+
+    what: str
+    wanted: Tuple[str, ...]
+    port: str
+    list_path: str
+    list_key: str
+    item_key: str
+    fetch_path: str
+    fetch_name_key: str
+    fetch_body: Dict[str, Any]
+    timeout_seconds: int
+    default_tag: str = ""
+
+
 PROBE_KINDS = ("startup", "readiness", "liveness")
+
+
+def _no_objects(model: Model, knobs: Knobs) -> List[Any]:
+    return []
 
 
 def _probe_timing(startup: Tuple[int, int, int], readiness: Tuple[int, int, int],
@@ -139,10 +208,26 @@ class Runtime:
     config_mount_path: str = ""
     dockerfile_template: str = "Dockerfile.j2"
     read_only_root_filesystem: bool = True
+    # The server writes into its model directory (it pulls models): the claim is mounted read-write
+    # unless the catalog says otherwise, and without a claim the directory is an emptyDir.
+    writes_models: bool = False
+    periodic_checks: Callable[[Model, Knobs], List[Any]] = _no_objects
+    shared_configmaps: Callable[[Model, Knobs], List[Any]] = _no_objects
+    ensure_present: Callable[[Model, Knobs], Optional[EnsurePresent]] = lambda model, knobs: None
+    # Rules of the catalog section that its schema cannot express: (path, message) pairs.
+    section_rules: Callable[[Mapping[str, Any]], List[Tuple[Tuple[Any, ...], str]]] = lambda entry: []
+    # Why the GPUs of one replica must be on one node, beyond Kubernetes' own reason (the preflight says it).
+    gpus_on_one_node: str = ""
 
     @property
     def role(self) -> str:
         return self.name
+
+    @property
+    def adds_objects(self) -> bool:
+        """Whether the record may add checks or shared ConfigMaps (a deploy then reads those kinds to remove
+        what a catalog change switched off)."""
+        return self.periodic_checks is not _no_objects or self.shared_configmaps is not _no_objects
 
     def port_numbers(self, knobs: Knobs) -> List[Dict[str, Any]]:
         """The ports with their numbers, as _common takes them."""
@@ -414,9 +499,293 @@ CUSTOM_PYTHON = Runtime(
 )
 
 
+# ---- Ollama ----
+
+# An Ollama model name: [host[:port]/][namespace/]model[:tag] (llama3:8b, nomic-embed-text,
+# 127.0.0.1:5000/library/tiny:latest).
+OLLAMA_MODEL_NAME = (r"^([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?/)?([a-z0-9][a-z0-9_.-]*/)?"
+                     r"[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$")
+CRON_SCHEDULE = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+( +\S+){4})$"
+_DEFAULT_CHECK = {"enabled": True, "schedule": "*/5 * * * *", "auto_pull": True, "test_inference": False,
+                  "report_status": True}
+
+# Seed 004's check-models.sh, on the busybox shell and curl of a small image: server, expected
+# models against /api/tags, pulls of the missing ones (AUTO_PULL), a one-token inference
+# (TEST_INFERENCE), the report (the job's log; REPORT_STATUS: the check's ConfigMap too).
+OLLAMA_CHECK_SCRIPT = r"""#!/bin/sh
+# Model check of an Ollama server (written by creativeflow.ai_serving; edits are overwritten).
+# Exit status: 0 when every expected model is present at the end, 1 otherwise.
+set -u
+log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
+with_tag() { case "${1##*/}" in *:*) echo "$1" ;; *) echo "$1:latest" ;; esac; }
+names() { grep -o '"name":"[^"]*"' | sed 's/^"name":"//; s/"$//'; }
+state=ok
+missing=""
+pulled=""
+failed=""
+inference=skipped
+
+log "step 1: server ${SERVER_URL}"
+if version=$(curl -fsS -m 10 "${SERVER_URL}/api/version"); then
+  log "server answers: ${version}"
+else
+  state=down
+  log "server does not answer"
+fi
+
+if [ "${state}" = ok ]; then
+  log "step 2: expected models: ${EXPECTED_MODELS}"
+  available=$(curl -fsS -m 30 "${SERVER_URL}/api/tags" | names)
+  log "step 3: available models: $(echo ${available})"
+  for model in ${EXPECTED_MODELS}; do
+    wanted=$(with_tag "${model}")
+    echo "${available}" | grep -qxF "${wanted}" || missing="${missing} ${wanted}"
+  done
+  log "step 4: missing models:${missing:- none}"
+  for model in ${missing}; do
+    if [ "${AUTO_PULL}" != true ]; then
+      failed="${failed} ${model}"
+      continue
+    fi
+    log "step 5: pulling ${model} (up to ${PULL_TIMEOUT} s)"
+    answer=$(curl -sS -m "${PULL_TIMEOUT}" -X POST -H 'Content-Type: application/json' \
+      -d "{\"model\":\"${model}\",\"stream\":false,\"insecure\":${INSECURE_REGISTRY}}" "${SERVER_URL}/api/pull")
+    case "${answer}" in
+      *'"status":"success"'*) pulled="${pulled} ${model}"; log "pulled ${model}" ;;
+      *) failed="${failed} ${model}"; log "pull of ${model} failed: ${answer}" ;;
+    esac
+  done
+  [ -n "${failed}" ] && state=missing
+  if [ "${TEST_INFERENCE}" = true ] && [ "${state}" = ok ]; then
+    first=$(with_tag "${EXPECTED_MODELS%% *}")
+    log "step 6: one-token inference on ${first}"
+    if curl -fsS -m 300 -X POST -H 'Content-Type: application/json' \
+        -d "{\"model\":\"${first}\",\"prompt\":\"ping\",\"stream\":false,\"options\":{\"num_predict\":1}}" \
+        "${SERVER_URL}/api/generate" >/dev/null; then
+      inference=passed
+    else
+      inference=failed
+      state=inference-failed
+    fi
+  fi
+fi
+
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+report="{\"time\":\"${now}\",\"state\":\"${state}\",\"missing\":\"${missing# }\",\"pulled\":\"${pulled# }\""
+report="${report},\"failed\":\"${failed# }\",\"inference\":\"${inference}\"}"
+log "report: ${report}"
+if [ "${REPORT_STATUS}" = true ] && [ -n "${REPORT_CONFIGMAP:-}" ]; then
+  account=/var/run/secrets/kubernetes.io/serviceaccount
+  escaped=$(echo "${report}" | sed 's/"/\\"/g')
+  curl -fsS -m 20 -o /dev/null --cacert "${account}/ca.crt" -H "Authorization: Bearer $(cat "${account}/token")" \
+    -X PATCH -H 'Content-Type: application/merge-patch+json' -d "{\"data\":{\"last_report\":\"${escaped}\"}}" \
+    "https://${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}/api/v1/namespaces/${NAMESPACE}/configmaps/${REPORT_CONFIGMAP}" \
+    || log "could not write the report into ConfigMap ${REPORT_CONFIGMAP}"
+fi
+[ "${state}" = ok ]
+"""
+
+
+def _ollama_check(model: Model) -> Dict[str, Any]:
+    merged = dict(_DEFAULT_CHECK)
+    merged.update(_section(model, "ollama").get("model_check") or {})
+    return merged
+
+
+def _ollama_models(model: Model) -> Tuple[str, ...]:
+    return tuple(str(name) for name in _section(model, "ollama").get("models") or [])
+
+
+def _ollama_env(model: Model, knobs: Knobs) -> Dict[str, str]:
+    section = _section(model, "ollama")
+    env = {
+        "OLLAMA_HOST": "0.0.0.0:%s" % knobs["port"],
+        "OLLAMA_MODELS": _mount_path(model, knobs["models_dir"]),
+        # Ollama writes its key pair under $HOME/.ollama: an emptyDir, the root is read-only.
+        "HOME": "/tmp",
+    }
+    for key, variable in (("keep_alive", "OLLAMA_KEEP_ALIVE"), ("num_parallel", "OLLAMA_NUM_PARALLEL"),
+                          ("max_loaded_models", "OLLAMA_MAX_LOADED_MODELS")):
+        if key in section:
+            env[variable] = str(section[key])
+    return env
+
+
+def _ollama_checks(model: Model, knobs: Knobs) -> List[PeriodicCheck]:
+    check = _ollama_check(model)
+    if not check.get("enabled"):
+        return []
+    section = _section(model, "ollama")
+    return [PeriodicCheck(
+        name="model-check",
+        schedule=str(check["schedule"]),
+        image=str(knobs["check_image"]),
+        script_file="check-models.sh",
+        script=OLLAMA_CHECK_SCRIPT,
+        port="http",
+        env={"EXPECTED_MODELS": " ".join(_ollama_models(model)),
+             "AUTO_PULL": str(bool(check["auto_pull"])).lower(),
+             "TEST_INFERENCE": str(bool(check["test_inference"])).lower(),
+             "REPORT_STATUS": str(bool(check["report_status"])).lower(),
+             "PULL_TIMEOUT": str(section.get("pull_timeout", knobs["pull_timeout"])),
+             "INSECURE_REGISTRY": str(bool(section.get("insecure_registry", False))).lower()},
+        reports=bool(check["report_status"]),
+    )]
+
+
+def _ollama_usage_stats(model: Model, knobs: Knobs) -> List[SharedConfigMap]:
+    stats = _section(model, "ollama").get("usage_stats") or {}
+    if not stats.get("enabled"):
+        return []
+    return [SharedConfigMap("usage-stats", {"usage_data": "{}"}, str(stats.get("service_account", "model-manager")))]
+
+
+def _ollama_ensure(model: Model, knobs: Knobs) -> Optional[EnsurePresent]:
+    section = _section(model, "ollama")
+    wanted = _ollama_models(model)
+    if not wanted:
+        return None
+    return EnsurePresent(what="model", wanted=wanted, port="http", list_path="/api/tags", list_key="models",
+                         item_key="name", fetch_path="/api/pull", fetch_name_key="model",
+                         fetch_body={"stream": False, "insecure": bool(section.get("insecure_registry", False))},
+                         timeout_seconds=int(section.get("pull_timeout", knobs["pull_timeout"])), default_tag="latest")
+
+
+def _ollama_rules(entry: Mapping[str, Any]) -> List[Tuple[Tuple[Any, ...], str]]:
+    section = _section(entry, "ollama")
+    problems: List[Tuple[Tuple[Any, ...], str]] = []
+    models = section.get("models")
+    if isinstance(models, list):
+        seen: Dict[str, int] = {}
+        for index, name in enumerate(models):
+            if not isinstance(name, str):
+                continue
+            tagged = name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+            if tagged in seen:
+                problems.append((("ollama", "models", index), "%r is listed twice (as item %d too)"
+                                 % (name, seen[tagged])))
+            seen.setdefault(tagged, index)
+    check = section.get("model_check") or {}
+    if isinstance(check, Mapping) and check.get("test_inference") is True and check.get("enabled") is False:
+        problems.append((("ollama", "model_check", "test_inference"),
+                         "is true but model_check.enabled is false: no check runs; enable the check or remove it"))
+    return problems
+
+
+OLLAMA = Runtime(
+    name="ollama",
+    title="Ollama",
+    container_name="ollama",
+    command=lambda knobs: ["ollama"],
+    args=lambda model, knobs: ["serve"],
+    ports=(Port("http", "port"),),
+    # "/" answers "Ollama is running" once the server listens; /api/tags reads the models directory.
+    probes=lambda model, knobs: {"startup": HttpPath("/", "http"), "readiness": HttpPath("/api/tags", "http"),
+                                 "liveness": HttpPath("/api/version", "http")},
+    # Ollama has no Prometheus endpoint: no ServiceMonitor.
+    metrics=HttpPath("", ""),
+    smoke=lambda model, knobs: [HttpPath("/api/version", "http"), HttpPath("/api/tags", "http")],
+    env=_ollama_env,
+    model_mount_path=lambda knobs: knobs["models_dir"],
+    writes_models=True,
+    periodic_checks=_ollama_checks,
+    shared_configmaps=_ollama_usage_stats,
+    ensure_present=_ollama_ensure,
+    section_rules=_ollama_rules,
+    knobs={"port": 11434, "models_dir": "/models", "run_as_user": 1000, "base_image": "ollama/ollama:0.5.7",
+           "check_image": "curlimages/curl:8.10.1", "pull_timeout": 1800,
+           "probes": _probe_timing((5, 5, 60), (10, 5, 3), (20, 5, 3))},
+    section_schema=schema_object({
+        "models": {"type": "array", "minItems": 1, "x-expected": "a list of Ollama model names such as [llama3:8b]",
+                   "items": schema_string(OLLAMA_MODEL_NAME, "an Ollama model name such as llama3:8b or "
+                                                             "host:5000/library/tiny:latest")},
+        "insecure_registry": {"type": "boolean", "default": False},
+        "pull_timeout": schema_integer(1),
+        "keep_alive": schema_string(r"^-?[0-9]+(\.[0-9]+)?(ms|s|m|h)?$", "a duration such as 5m, 1h or -1 (for ever)"),
+        "num_parallel": schema_integer(1),
+        "max_loaded_models": schema_integer(1),
+        "model_check": schema_object({
+            "enabled": {"type": "boolean", "default": True},
+            "schedule": schema_string(CRON_SCHEDULE, "a cron schedule such as */5 * * * *"),
+            "auto_pull": {"type": "boolean", "default": True},
+            "test_inference": {"type": "boolean", "default": False},
+            "report_status": {"type": "boolean", "default": True},
+        }),
+        "usage_stats": schema_object({
+            "enabled": {"type": "boolean", "default": False},
+            "service_account": schema_string(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                                             "a ServiceAccount name (the model manager's)", default="model-manager"),
+        }, required=["enabled"]),
+    }, required=["models"]),
+)
+
+
+# ---- vLLM (OpenAI-compatible server) ----
+
+_VLLM_DTYPES = ["auto", "half", "float16", "bfloat16", "float", "float32"]
+
+
+def vllm_model_path(model: Model, knobs: Knobs) -> str:
+    """The --model value: the section's path (absolute, or relative to the model's mount path), else the mount path."""
+    mount = _mount_path(model, knobs["model_dir"])
+    path = str(_section(model, "vllm").get("model") or "")
+    if not path:
+        return mount
+    return path if path.startswith("/") else mount.rstrip("/") + "/" + path
+
+
+def _vllm_args(model: Model, knobs: Knobs) -> List[str]:
+    section = _section(model, "vllm")
+    gpus = int((model.get("gpu") or {}).get("count", 0))
+    args = ["--host=0.0.0.0", "--port=%s" % knobs["port"], "--model=%s" % vllm_model_path(model, knobs),
+            "--served-model-name=%s" % section.get("served_model_name", model.get("name", ""))]
+    if gpus > 0:
+        # One replica's GPUs are one tensor-parallel group.
+        args.append("--tensor-parallel-size=%d" % gpus)
+    for key, flag in (("max_model_len", "--max-model-len"), ("gpu_memory_utilization", "--gpu-memory-utilization"),
+                      ("dtype", "--dtype")):
+        if key in section:
+            args.append("%s=%s" % (flag, section[key]))
+    return args + list(section.get("extra_args") or [])
+
+
+VLLM = Runtime(
+    name="vllm",
+    title="vLLM (OpenAI-compatible)",
+    container_name="vllm",
+    command=lambda knobs: ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+    args=_vllm_args,
+    ports=(Port("http", "port"),),
+    # The server listens only once the weights are loaded: the startup probe allows the long load.
+    probes=lambda model, knobs: {"startup": HttpPath("/health", "http"), "readiness": HttpPath("/v1/models", "http"),
+                                 "liveness": HttpPath("/health", "http")},
+    metrics=HttpPath("/metrics", "http"),
+    smoke=lambda model, knobs: [HttpPath("/health", "http"), HttpPath("/v1/models", "http")],
+    env=lambda model, knobs: {"HOME": "/tmp", "HF_HOME": "/tmp/huggingface", "VLLM_NO_USAGE_STATS": "1",
+                              "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"},
+    # Tensor-parallel workers exchange tensors through shared memory.
+    writable=lambda knobs: [Writable("/tmp"), Writable("/dev/shm", "Memory", str(knobs["shm_size"]))],
+    model_mount_path=lambda knobs: knobs["model_dir"],
+    gpus_on_one_node="vLLM runs the GPUs of a replica as one tensor-parallel group (--tensor-parallel-size = gpu.count)",
+    knobs={"port": 8000, "model_dir": "/models", "shm_size": "2Gi", "run_as_user": 1000,
+           "base_image": "vllm/vllm-openai:v0.6.6",
+           "probes": _probe_timing((10, 5, 180), (10, 5, 3), (20, 5, 3))},
+    section_schema=schema_object({
+        "model": schema_string(expected="the model's directory: absolute, or relative to the model's mount path"),
+        "served_model_name": schema_string(r"^[A-Za-z0-9][A-Za-z0-9_./:-]*$", "a model name clients send"),
+        "max_model_len": schema_integer(1),
+        "gpu_memory_utilization": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
+                                   "x-expected": "a fraction of each GPU's memory, above 0 and at most 1"},
+        "dtype": {"enum": _VLLM_DTYPES},
+        "extra_args": EXTRA_ARGS,
+    }),
+)
+
+
 # ---- the registry ----
 
-REGISTRY: Dict[str, Runtime] = {record.name: record for record in (TF_SERVING, TORCHSERVE, TRITON, CUSTOM_PYTHON)}
+REGISTRY: Dict[str, Runtime] = {record.name: record for record in (TF_SERVING, TORCHSERVE, TRITON, CUSTOM_PYTHON, OLLAMA,
+                                                                   VLLM)}
 
 
 class UnknownRuntimeError(ValueError):
@@ -462,6 +831,12 @@ class ServerSpec:
     read_only_root_filesystem: bool
     run_as_user: int
     extra: Dict[str, Any] = field(default_factory=dict)
+    writes_models: bool = False
+    # The record's PeriodicCheck, SharedConfigMap and EnsurePresent as plain dicts (JSON for the plan).
+    periodic_checks: List[Dict[str, Any]] = field(default_factory=list)
+    shared_configmaps: List[Dict[str, Any]] = field(default_factory=list)
+    ensure: Dict[str, Any] = field(default_factory=dict)
+    gpus_on_one_node: str = ""
 
 
 def _path(item: Any) -> Dict[str, str]:
@@ -505,4 +880,17 @@ def server_spec(name: str, model: Model, knobs: Optional[Knobs] = None) -> Serve
         config_mount_path=record.config_mount_path,
         read_only_root_filesystem=record.read_only_root_filesystem,
         run_as_user=int(values["run_as_user"]),
+        writes_models=record.writes_models,
+        periodic_checks=[asdict(item) for item in record.periodic_checks(model, values)],
+        shared_configmaps=[asdict(item) for item in record.shared_configmaps(model, values)],
+        ensure=_ensure(record.ensure_present(model, values)),
+        gpus_on_one_node=record.gpus_on_one_node,
     )
+
+
+def _ensure(item: Optional[EnsurePresent]) -> Dict[str, Any]:
+    if item is None:
+        return {}
+    out = asdict(item)
+    out["wanted"] = list(item.wanted)
+    return out

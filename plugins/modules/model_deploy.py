@@ -31,7 +31,10 @@ description:
     EndpointSlices), then asks the runtime's health paths and the catalog entry's C(smoke) inference through the
     API server's service proxy, as M(creativeflow.ai_serving.model_smoke) does (O(smoke_check); where every ready
     endpoint is on a simulated node, nothing is sent and the step says why); a wrong answer fails the task, the
-    rollout stays. Then deletes the model's ConfigMaps that no ReplicaSet refers to any more.
+    rollout stays. Before the smoke requests, when the runtime's record lists what its server must hold (Ollama's
+    C(ollama.models)), each ready pod is asked through the API server's pod proxy and pulls what it lacks, bounded per
+    item, failing with the server's answer when one cannot be had. Then deletes the model's configuration ConfigMaps
+    that no ReplicaSet refers to any more.
   - B(Safety) - outside check mode the run holds the C(coordination.k8s.io/v1) Lease C(ai-serving-deploy-<model>) in
     the model's namespace from before the cluster is read to its end (renewed while it works; the apply phase checks
     it still holds it); another run waits up to O(lock_wait) seconds, then fails naming the holder and since when. A
@@ -266,7 +269,8 @@ rollout:
 verify:
   description:
     - What the verify steps found - C(smoke) (as M(creativeflow.ai_serving.model_smoke) returns it, V(null) when
-      not run) and C(deleted_configmaps).
+      not run), C(ensure) (what each pod holds, C(present), and what was pulled, C(fetched), per pod; when the runtime
+      has such a step) and C(deleted_configmaps).
   returned: when the verify steps ran
   type: dict
 """

@@ -22,7 +22,7 @@ description:
 options:
   runtime:
     description:
-      - The runtime of the model, a record of the registry (V(tf_serving), V(torchserve), V(triton), V(custom_python)).
+      - The runtime of the model, a record of the registry (V(tf_serving), V(torchserve), V(triton), V(custom_python), V(ollama), V(vllm)).
     type: str
     required: true
   model:

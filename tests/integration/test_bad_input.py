@@ -75,3 +75,55 @@ def test_undeploy_into_a_namespace_that_does_not_exist_says_so(kubeconfig: str) 
     assert run.returncode != 0, run.explain()
     assert "Namespace no-such-namespace does not exist in this cluster" in run.output, run.explain()
     assert "nothing was undeployed" in run.output
+
+
+# ---- the LLM runtimes' inputs: refused with the value and the fix, nothing applied ----
+
+def llm_catalog(name: str, path: str, value, keep_local: bool = False) -> dict:
+    """The shared catalog with one field of ``name`` set (a dotted path under the entry); without ``keep_local``,
+    the local environment's overrides (which could hide the field) are dropped."""
+    models = yaml.safe_load((INVENTORY / "group_vars" / "all" / "models.yml").read_text())["ai_serving_models"]
+    if not keep_local:
+        models[name]["environments"]["local"] = {}
+    target = models[name]
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+    target[keys[-1]] = value
+    return {"ai_serving_models": models}
+
+
+@pytest.mark.parametrize("model,path,value,expected", [
+    ("chat-ollama", "ollama.models", "llama3:8b",
+     "models.chat-ollama.ollama.models: 'llama3:8b' is not a list of Ollama model names such as [llama3:8b]"),
+    ("chat-ollama", "ollama.models", [{"name": "llama3"}],
+     "models.chat-ollama.ollama.models[0]: {'name': 'llama3'} is not of type 'string'"),
+    ("chat-ollama", "model.pvc.create.size", "a lot",
+     "models.chat-ollama.model.pvc.create.size: 'a lot' is not a storage size (a Kubernetes quantity) such as 100Gi"),
+    ("chat-ollama", "service.node_ports.http", 80,
+     "models.chat-ollama.service.node_ports.http: 80 is outside the NodePort range 30000-32767"),
+])
+def test_a_bad_llm_catalog_value_is_named_and_nothing_is_applied(kubeconfig: str, namespace: str, apps_v1, core_v1,
+                                                                 model: str, path: str, value, expected: str) -> None:
+    run = run_playbook("deploy_model.yml", kubeconfig, {"model": model, "ai_namespace_name": namespace,
+                                                        **llm_catalog(model, path, value)})
+    assert run.returncode != 0, run.explain()
+    assert expected in run.output, run.explain()
+    selector = f"creativeflow.ai/model-name={model}"
+    assert apps_v1.list_namespaced_deployment(namespace, label_selector=selector).items == []
+    assert core_v1.list_namespaced_service(namespace, label_selector=selector).items == []
+    assert core_v1.list_namespaced_config_map(namespace, label_selector=selector).items == []
+
+
+def test_tensor_parallel_larger_than_any_node_is_refused_by_the_gpu_preflight(kubeconfig: str, namespace: str,
+                                                                              apps_v1) -> None:
+    # The local cluster's A100 nodes have 4 GPUs each: 8 per replica fit on none.
+    run = run_playbook("deploy_model.yml", kubeconfig, {
+        "model": "llama-vllm", "ai_namespace_name": namespace,
+        **llm_catalog("llama-vllm", "environments.local.gpu.count", 8, keep_local=True)})
+    assert run.returncode != 0, run.explain()
+    assert ("gpu.count 8 nvidia.com/gpu per replica: all of a replica's GPUs must be on one node (vLLM runs the GPUs "
+            "of a replica as one tensor-parallel group (--tensor-parallel-size = gpu.count))") in run.output, run.explain()
+    assert "has 4. Lower gpu.count to at most 4" in run.output, run.explain()
+    assert "Nothing was applied" in run.output
+    assert apps_v1.list_namespaced_deployment(namespace, label_selector="creativeflow.ai/model-name=llama-vllm").items == []

@@ -635,8 +635,8 @@ def test_unknown_model_lists_the_known_ones(finale) -> None:
     run = finale["runs"]["unknown"]
     assert run.returncode != 0
     assert "'no-such-model' is not in the catalog" in run.output
-    assert ("known models: double-triton-cpu, doubler-python-cpu, doubler-torchserve-cpu, image-classifier, "
-            "sentiment-analysis, text-generation-gpt, vision-models") in run.output
+    assert ("known models: chat-ollama, double-triton-cpu, doubler-python-cpu, doubler-torchserve-cpu, "
+            "image-classifier, llama-vllm, sentiment-analysis, text-generation-gpt, vision-models") in run.output
 
 
 def test_build_is_skipped_when_the_registry_has_the_tag(finale, apps_v1, namespace: str) -> None:

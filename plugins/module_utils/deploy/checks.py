@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import NODE_PORT_RANGE
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import DeployError
 
 LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -137,3 +138,54 @@ def settings_checks(settings: Dict[str, Any], prefix: str) -> None:
     check_pod_labels(settings.get("pod_labels") or {}, prefix)
     check_keys(settings.get("pod_annotations") or {}, prefix + "_pod_annotations")
     check_keys(settings.get("service_monitor_labels") or {}, prefix + "_service_monitor_labels")
+
+
+#: The API server's default --service-node-port-range (the catalog checks it first).
+DEFAULT_NODE_PORT_RANGE = NODE_PORT_RANGE
+_NODE_PORT_RANGE_FLAG = re.compile(r"^--service-node-port-range=([0-9]+)(?:-([0-9]+)|\+([0-9]+))?$")
+
+
+def node_port_range(apiserver_pods: Iterable[Mapping[str, Any]]) -> Tuple[int, int, str]:
+    """(first, last, where it comes from): the --service-node-port-range of the API server's pod (kubeadm's static
+    pod shows its flags), else the default. ``first-last`` or ``first+size`` as the API server takes it."""
+    for pod in apiserver_pods:
+        for container in ((pod.get("spec") or {}).get("containers") or []):
+            for arg in list(container.get("command") or []) + list(container.get("args") or []):
+                found = _NODE_PORT_RANGE_FLAG.match(str(arg))
+                if not found:
+                    continue
+                first = int(found.group(1))
+                last = int(found.group(2)) if found.group(2) else first + int(found.group(3) or 1) - 1
+                return first, last, "the API server's --service-node-port-range (pod {0})".format(
+                    (pod.get("metadata") or {}).get("name", "?"))
+    return DEFAULT_NODE_PORT_RANGE[0], DEFAULT_NODE_PORT_RANGE[1], (
+        "the API server's default range (its --service-node-port-range is not readable here)")
+
+
+def node_ports_outside(model: Mapping[str, Any], port_range: Tuple[int, int, str]) -> str:
+    """A message when a node port of the catalog is outside the cluster's range, else ``""``."""
+    first, last, source = port_range
+    ports = ((model.get("service") or {}).get("node_ports") or {})
+    outside = ["{0} {1}".format(name, number) for name, number in sorted(ports.items())
+               if not first <= int(number) <= last]
+    if not outside:
+        return ""
+    return ("service.node_ports of {n} ({o}) {verb} outside the cluster's NodePort range {f}-{l} ({src}): pick ports "
+            "in it, or leave them out and the cluster picks them. Nothing was applied.".format(
+                n=model.get("name"), o=", ".join(outside), verb="is" if len(outside) == 1 else "are", f=first, l=last,
+                src=source))
+
+
+def one_node_message(result: Mapping[str, Any], gpus: int, resource: str, why: str = "") -> str:
+    """When no eligible node has ``gpus`` of ``resource`` at all: all of a replica's GPUs must be on one node
+    (a pod is never split), so no rollout order helps; ``""`` otherwise (the GPU check's message says the rest)."""
+    nodes: Sequence[Mapping[str, Any]] = [n for n in result.get("nodes") or [] if n.get("eligible")]
+    largest = max((int(n.get("allocatable") or 0) for n in nodes), default=0)
+    if gpus <= largest:
+        return ""
+    where = ("the largest eligible node ({0}) has {1}".format(
+        ", ".join(sorted(str(n["name"]) for n in nodes if int(n.get("allocatable") or 0) == largest)), largest)
+        if nodes else "no eligible node advertises {0}".format(resource))
+    return ("gpu.count {g} {r} per replica: all of a replica's GPUs must be on one node{why}, and {where}. Lower "
+            "gpu.count to at most {largest}, or pin the model to bigger nodes (gpu.product, node_selector)".format(
+                g=gpus, r=resource, why=" (" + why + ")" if why else "", where=where, largest=largest))

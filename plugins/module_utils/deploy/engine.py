@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import (
     deploy_lease,
+    ensure,
     knobs,
     last_good,
     manifests,
@@ -221,18 +222,33 @@ class Engine:
                 else:
                     obj = self.client.get(kind, name, namespace, api_version=api_version)
                 snapshot[key] = obj
-            configmaps = self.client.list("ConfigMap", "v1", namespace, label_selector=(
-                "creativeflow.ai/model-name={0},app.kubernetes.io/managed-by={1}".format(name, MANAGED_BY)))
+            model_selector = "creativeflow.ai/model-name={0},app.kubernetes.io/managed-by={1}".format(name, MANAGED_BY)
+            configmaps = self.client.list("ConfigMap", "v1", namespace, label_selector=model_selector)
+            extras: Dict[str, Any] = {}
+            kinds = {o["kind"] for o in self._record_objects(found)}
+            if runtimes.get(self.prefix).adds_objects:
+                # What a catalog change switched off is found too (a claim is never removed that way: it holds data).
+                kinds |= {kind for kind, _api in plan.EXTRA_KINDS if kind != "PersistentVolumeClaim"}
+            for kind in sorted(kinds & dict(plan.EXTRA_KINDS).keys()):
+                for obj in self.client.list(kind, dict(plan.EXTRA_KINDS)[kind], namespace,
+                                            label_selector=model_selector):
+                    extras[plan.extra_key(kind, (obj.get("metadata") or {}).get("name", ""))] = obj
             missing = [ref for ref in refs if self.client.get(ref["kind"], ref["name"], namespace) is None]
+            node_port_range = self._node_port_range() if (model.get("service") or {}).get("node_ports") else None
         except K8sAccessError as exc:
             raise self._unreachable(exc, "") from exc
         snapshot["namespace"] = namespace_obj
+        snapshot["extras"] = extras
         snapshot["configmaps"] = sorted((c.get("metadata") or {}).get("name") for c in configmaps)
         snapshot["configmap_versions"] = {(c.get("metadata") or {}).get("name"):
                                           (c.get("metadata") or {}).get("resourceVersion") for c in configmaps}
         problem = plan.namespace_problem(namespace_obj, namespace, KNOB_PREFIX)
         if problem:
             raise DeployError(problem)
+        if node_port_range is not None:
+            problem = checks.node_ports_outside(model, node_port_range)
+            if problem:
+                raise DeployError(problem)
         required = [ref for ref in missing if ref["required"]]
         if required:
             raise DeployError(plan.missing_references_message(name, namespace, required))
@@ -241,6 +257,24 @@ class Engine:
             self.warnings.append(plan.pull_secrets_warning(name, namespace, pull))
         found["snapshot"] = snapshot
         found["replicas"] = manifests.replica_count(model, plan.current_replicas(snapshot))
+
+    def _record_objects(self, found: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """The objects the record adds beside the server (built again here: the snapshot needs their kinds)."""
+        try:
+            settings = manifests.settings_from(dict(self.args.get("settings") or {}))
+            spec = runtimes.server_spec(self.prefix, found["model"], self.args.get("knobs") or {})
+            return manifests.pvc(spec, found["model"], settings) + manifests.extras(spec, found["model"], settings)
+        except (runtimes.UnknownRuntimeError, KeyError, TypeError, ValueError) as err:
+            raise DeployError("model_deploy could not build {0}'s objects: {1}".format(found["name"], err)) from err
+
+    def _node_port_range(self) -> Optional[Any]:
+        """The cluster's NodePort range, from the API server's --service-node-port-range where its pod shows it
+        (kubeadm's static pod); the API server's default otherwise."""
+        try:
+            pods = self.client.list("Pod", "v1", "kube-system", label_selector="component=kube-apiserver")
+        except K8sAccessError:
+            pods = []  # not readable with these credentials: the default
+        return checks.node_port_range(pods)
 
     def _gpu(self, found: Dict[str, Any]) -> str:
         model, name, namespace = found["model"], found["name"], found["namespace"]
@@ -259,7 +293,10 @@ class Engine:
         try:
             result = CapacityCheck(params, self.client).run()
             if not result["fits"]:
-                raise GpuFitError(result["msg"])
+                # The check's own message, then why no rollout order helps when no node is big enough.
+                why = checks.one_node_message(result, int(gpu["count"]), gpu["resource"],
+                                              found["server"].get("gpus_on_one_node", ""))
+                raise GpuFitError(result["msg"] + ("; " + why if why else ""))
         except (GpuFitError, K8sAccessError) as exc:
             raise DeployError(
                 "GPU preflight for {n} in namespace {ns}: {m}. Nothing was applied. (To deploy anyway, for example "
@@ -649,18 +686,29 @@ class Engine:
         The smoke part (endpoints, then the runtime's health paths and the
         catalog's smoke inference through the API server's service proxy) runs
         when there are replicas and ``smoke_check`` is on; a wrong answer raises
-        (the rollout stays: the pods pass their probes). Returns what the
-        model_smoke module returns (``smoke``) and the ConfigMaps deleted.
+        (the rollout stays: the pods pass their probes). Before it, a record's
+        EnsurePresent makes every ready pod hold what the catalog lists
+        (``ensure``), whatever ``smoke_check`` says. Returns what the model_smoke
+        module returns (``smoke``), ``ensure`` and the ConfigMaps deleted.
         """
         result: Dict[str, Any] = {"smoke": None, "deleted_configmaps": []}
         if self.check_mode:
             return result
         name, namespace = found["name"], found["namespace"]
-        if int(found["replicas"]) > 0 and self.args.get("smoke_check", True):
+        ensure_spec = found["server"].get("ensure") or {}
+        smoke_on = bool(self.args.get("smoke_check", True))
+        if int(found["replicas"]) > 0 and (smoke_on or ensure_spec):
             with self.step("Verify | Wait for the Service's ready endpoints") as record:
-                wanted = min(int((rollout.get("state") or {}).get("available", 1)), 1)
+                available = int((rollout.get("state") or {}).get("available", 1))
+                # Every replica must hold what the record ensures; the smoke check needs one.
+                wanted = available if ensure_spec else min(available, 1)
                 endpoints = self._ready_endpoints(name, namespace, wanted)
                 record["msg"] = "{0} ready endpoint(s) behind Service {1}/{2}".format(len(endpoints), namespace, name)
+        if int(found["replicas"]) > 0 and ensure_spec:
+            with self.step("Verify | Make sure every pod holds the catalog's {0}s".format(ensure_spec["what"])) as record:
+                result["ensure"] = self._ensure(found, ensure_spec, endpoints)
+                record["changed"], record["msg"] = result["ensure"].pop("changed"), result["ensure"].pop("msg")
+        if int(found["replicas"]) > 0 and smoke_on:
             with self.step("Verify | Ask the Service through the API server's service proxy") as record:
                 result["smoke"] = self._smoke(found, endpoints)
                 record["msg"] = smoke_check.report(result["smoke"], found["server"]["smoke_paths"])
@@ -690,6 +738,31 @@ class Engine:
                 "kubernetes.io/service-name={n}).".format(n=name, ns=namespace, t=ENDPOINTS_TIMEOUT))
         return endpoints
 
+    def _ensure(self, found: Dict[str, Any], spec: Mapping[str, Any], endpoints: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """The record's EnsurePresent on each ready pod that runs a container (not on simulated nodes)."""
+        name, namespace = found["name"], found["namespace"]
+        try:
+            simulated = set(smoke_check.simulated_nodes(self.client, endpoints))
+        except K8sAccessError as exc:
+            raise self._unreachable(exc, "reading the pods' nodes", applied=True) from exc
+        pods = sorted(item["pod"] for item in endpoints if item.get("pod") and item.get("node") not in simulated)
+        if not pods:
+            return {"changed": False, "present": {}, "fetched": {},
+                    "msg": "not asked: every ready pod is on a simulated (kwok) node, where no container runs"}
+        port = [p["port"] for p in found["server"]["ports"] if p["name"] == spec["port"]][0]
+        try:
+            done = ensure.ensure(lambda timeout: ServiceProxy(self.client.api_client, timeout), namespace, pods, spec,
+                                 int(port), say=self.notify)
+        except ensure.EnsureError as exc:
+            raise DeployError("{n} rolled out, but {e}. The new version stays (its pods pass their probes); it is not "
+                              "recorded as the last good version. Check the catalog's list and that the server reaches "
+                              "where it pulls from, then deploy again.".format(n=name, e=exc)) from exc
+        except K8sAccessError as exc:
+            raise self._unreachable(exc, "asking the pods through the API server", applied=True) from exc
+        changed, line = ensure.summary(done, str(spec.get("what")))
+        done.update(changed=changed, msg=line)
+        return done
+
     def _smoke(self, found: Dict[str, Any], endpoints: List[Dict[str, Any]]) -> Dict[str, Any]:
         name, namespace = found["name"], found["namespace"]
         requests = [item for item in found["server"]["smoke_paths"] if "path" in item]
@@ -708,6 +781,8 @@ class Engine:
         deleted: List[str] = []
         try:
             for name in found["snapshot"].get("configmaps") or []:
+                if not plan.config_configmap(found["name"], name):
+                    continue  # a record's ConfigMap (a check's script, shared data), not a configuration
                 if name not in keep and self.client.delete("v1", "ConfigMap", name, found["namespace"]):
                     deleted.append(name)
         except K8sAccessError as exc:
@@ -727,6 +802,8 @@ class Engine:
         try:
             for obj in found["objects"]:
                 label = "{0}/{1}".format(obj["kind"], obj["metadata"]["name"])
+                if manifests.is_create_only(obj) and obj["metadata"]["name"] in (snapshot.get("configmaps") or []):
+                    continue  # another workload writes it now
                 before = self._before(obj, snapshot)
                 after = self.client.apply(obj, field_manager, dry_run=self.check_mode)[0]
                 applied_any = not self.check_mode
@@ -747,6 +824,7 @@ class Engine:
             raise DeployError("The API server refused to apply an object of {0}: {1}.{2}".format(
                 found["name"], exc, " Objects before it were applied: deploy again once it is fixed."
                 if applied_any else " Nothing was applied.")) from exc
+        found["changed"] = changed
         return changed
 
     def _before(self, obj: Mapping[str, Any], snapshot: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
@@ -755,6 +833,8 @@ class Engine:
         if key is not None:
             return snapshot.get(key)
         name = obj["metadata"]["name"]
+        if obj["kind"] != "ConfigMap":
+            return (snapshot.get("extras") or {}).get(plan.extra_key(obj["kind"], name))
         if name not in (snapshot.get("configmaps") or []):
             return None
         if self.diff_mode or self.check_mode:
@@ -777,7 +857,8 @@ class Engine:
                         good = self._good_revision(found)
                         revision = good if good is not None else revision
                         undo = self._undo(found, revision, field_manager, bound)
-                        for obj in plan.restore_objects(snapshot):
+                        for obj in plan.restore_objects(snapshot) + plan.restore_extras(
+                                snapshot, found.get("changed") or []):
                             self.client.apply(obj, field_manager)
                     for obj in plan.added_objects(found["objects"], snapshot):
                         self.client.delete(obj["apiVersion"], obj["kind"], obj["metadata"]["name"], namespace)

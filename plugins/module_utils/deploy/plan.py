@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 Obj = Dict[str, Any]
 
@@ -25,6 +25,17 @@ SNAPSHOT_KINDS: Dict[str, tuple] = {
 }
 #: The objects a later deploy may no longer have (autoscaling or pdb disabled since).
 OPTIONAL_KEYS = ("hpa", "pdb", "service_monitor")
+#: Kinds of the objects a record adds beside the server (named after the model, several per kind), read by
+#: the model's labels: (kind, apiVersion). Their ConfigMaps are read with the configuration's.
+EXTRA_KINDS: Tuple[Tuple[str, str], ...] = (
+    ("PersistentVolumeClaim", "v1"),
+    ("ServiceAccount", "v1"),
+    ("Role", "rbac.authorization.k8s.io/v1"),
+    ("RoleBinding", "rbac.authorization.k8s.io/v1"),
+    ("CronJob", "batch/v1"),
+)
+#: Body fields of the extra kinds, put back by a rollback.
+_EXTRA_BODY = ("spec", "data", "rules", "roleRef", "subjects", "automountServiceAccountToken")
 KEY_OF_KIND = {kind: key for key, (_api_version, kind) in SNAPSHOT_KINDS.items()}
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 #: Fields that change on every write, or that only the server sets: not a change of the object.
@@ -40,7 +51,7 @@ def references(model: Mapping[str, Any]) -> List[Dict[str, Any]]:
     if source.get("credentials_secret"):
         refs.append({"kind": "Secret", "name": source["credentials_secret"], "field": "model.credentials_secret",
                      "required": True})
-    if source.get("source") == "pvc":
+    if source.get("source") == "pvc" and not (source.get("pvc") or {}).get("create"):
         refs.append({"kind": "PersistentVolumeClaim", "name": source["pvc"]["claim_name"],
                      "field": "model.pvc.claim_name", "required": True})
     for name in (model.get("image") or {}).get("pull_secrets") or []:
@@ -78,15 +89,54 @@ def current_replicas(snapshot: Mapping[str, Any]) -> Optional[int]:
     return None if replicas is None else int(replicas)
 
 
+def config_configmap(name: str, configmap: str) -> bool:
+    """Whether ``configmap`` is one of the model's configuration ConfigMaps (``<model>-config-<hash>``)."""
+    return configmap.startswith(name + "-config-")
+
+
+def extra_key(kind: str, name: str) -> str:
+    return "{0}/{1}".format(kind, name)
+
+
 def absent_objects(snapshot: Mapping[str, Any], objects: Sequence[Obj], name: str) -> List[Dict[str, str]]:
-    """The HorizontalPodAutoscaler, PodDisruptionBudget and ServiceMonitor the model had and no longer has."""
+    """The HorizontalPodAutoscaler, PodDisruptionBudget and ServiceMonitor the model had and no longer has, and the
+    objects a record added that it no longer asks for (a check switched off)."""
     rendered = {obj["kind"] for obj in objects}
     absent = []
     for key in OPTIONAL_KEYS:
         api_version, kind = SNAPSHOT_KINDS[key]
         if snapshot.get(key) is not None and kind not in rendered:
             absent.append({"api_version": api_version, "kind": kind, "name": name})
+    named = {extra_key(obj["kind"], obj["metadata"]["name"]) for obj in objects}
+    extras = snapshot.get("extras") or {}
+    for key in sorted(extras):
+        kind, _sep, obj_name = key.partition("/")
+        if key not in named:
+            absent.append({"api_version": extras[key].get("apiVersion", "v1"), "kind": kind, "name": obj_name})
+    for configmap in snapshot.get("configmaps") or []:
+        if not config_configmap(name, configmap) and extra_key("ConfigMap", configmap) not in named:
+            absent.append({"api_version": "v1", "kind": "ConfigMap", "name": configmap})
     return absent
+
+
+def restore_extras(snapshot: Mapping[str, Any], changed: Sequence[str]) -> List[Obj]:
+    """The record's objects this run changed (``Kind/name``), as they were, for a rollback's apply. Claims are left:
+    their spec cannot be put back (a size only grows)."""
+    restore = []
+    extras = snapshot.get("extras") or {}
+    for key in changed:
+        live = extras.get(key)
+        if live is None or live.get("kind") == "PersistentVolumeClaim":
+            continue
+        meta = live.get("metadata") or {}
+        obj: Obj = {"apiVersion": live["apiVersion"], "kind": live["kind"],
+                    "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"),
+                                 "labels": meta.get("labels") or {}}}
+        for field in _EXTRA_BODY:
+            if field in live:
+                obj[field] = copy.deepcopy(live[field])
+        restore.append(obj)
+    return restore
 
 
 def restore_objects(snapshot: Mapping[str, Any]) -> List[Obj]:
@@ -111,11 +161,14 @@ def added_objects(objects: Sequence[Obj], snapshot: Mapping[str, Any]) -> List[O
     """What this run added, in reverse apply order: everything on a first deploy."""
     first = snapshot.get("deployment") is None
     configmaps = snapshot.get("configmaps") or []
+    extras = snapshot.get("extras") or {}
     added = []
     for obj in objects:
         kind = obj["kind"]
         if (first or (kind == "ConfigMap" and obj["metadata"]["name"] not in configmaps)
-                or (kind in KEY_OF_KIND and kind != "Deployment" and snapshot.get(KEY_OF_KIND[kind]) is None)):
+                or (kind in KEY_OF_KIND and kind != "Deployment" and snapshot.get(KEY_OF_KIND[kind]) is None)
+                or (kind not in KEY_OF_KIND and kind != "ConfigMap"
+                    and extra_key(kind, obj["metadata"]["name"]) not in extras)):
             added.append(obj)
     return list(reversed(added))
 

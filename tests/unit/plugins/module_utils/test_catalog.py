@@ -194,7 +194,7 @@ def test_validation_does_not_modify_the_catalog():
         ("replicas", "3", IC + ".replicas: '3' is not of type 'integer'"),
         ("replicas", 1.0, IC + ".replicas: 1.0 is not of type 'integer'"),
         ("runtime", "onnx",
-         IC + ".runtime: 'onnx' is not one of ['tf_serving', 'torchserve', 'triton', 'custom_python']"),
+         IC + ".runtime: 'onnx' is not one of ['tf_serving', 'torchserve', 'triton', 'custom_python', 'ollama', 'vllm']"),
         ("replica", 2, IC + ".replica: unknown field (did you mean 'replicas'?)"),
         ("image", DELETE, IC + ".image: required field is missing"),
         ("image.tag", DELETE, IC + ".image: has neither tag nor digest: set image.tag (or image.digest to pin it)"),
@@ -691,7 +691,8 @@ def test_inventory_catalog_validates_for_every_environment(path: Path):
     catalog = load_inventory_catalog(path)
     assert validate_catalog(catalog) == []
     assert {"image-classifier", "text-generation-gpt"} <= set(catalog)
-    assert {entry["runtime"] for entry in catalog.values()} == {"tf_serving", "torchserve", "triton", "custom_python"}
+    assert {entry["runtime"] for entry in catalog.values()} == {"tf_serving", "torchserve", "triton", "custom_python",
+                                                                "ollama", "vllm"}
     for environment in ENVIRONMENTS:
         for name in catalog:
             resolved = resolve_model(catalog, name, environment)

@@ -85,9 +85,10 @@ def test_the_docs_runtime_table_has_one_row_per_record_with_its_ports() -> None:
 
 
 def test_an_unknown_runtime_is_refused_with_the_known_ones() -> None:
-    expected = "runtime 'ollama' has no record: the runtimes are tf_serving, torchserve, triton, custom_python"
+    expected = ("runtime 'onnxruntime' has no record: the runtimes are tf_serving, torchserve, triton, custom_python, "
+                "ollama, vllm")
     with pytest.raises(runtimes.UnknownRuntimeError, match=expected):
-        runtimes.get("ollama")
+        runtimes.get("onnxruntime")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
-KNOWN = ["double-triton-cpu", "doubler-python-cpu", "doubler-torchserve-cpu", "image-classifier", "sentiment-analysis",
-         "text-generation-gpt", "vision-models"]
+KNOWN = ["chat-ollama", "double-triton-cpu", "doubler-python-cpu", "doubler-torchserve-cpu", "image-classifier",
+         "llama-vllm", "sentiment-analysis", "text-generation-gpt", "vision-models"]
 
 PLAYBOOK = """\
 - name: Resolve a model from the inventory's catalog

@@ -496,3 +496,80 @@ def test_an_interrupt_during_the_wait_rolls_back_bounded(api: FakeApi, monkeypat
     assert "Rolled back automatically" in str(err.value)
     assert ScriptedRollout.seen[-1]["timeout"] == engine_mod.INTERRUPT_ROLLBACK_S
     assert "holderIdentity" not in api.objects[("Lease", "ai-serving-deploy-image-classifier")]["spec"]
+
+
+# ---- the objects a record adds beside the server (ollama: claim, model check, usage stats) ----
+
+def ollama_model(**extra: Any) -> Dict[str, Any]:
+    model: Dict[str, Any] = {
+        "name": "chat", "runtime": "ollama", "image": {"repository": "r/ollama", "tag": "0.5.7"},
+        "resources": {"requests": {"cpu": "1", "memory": "4Gi"}},
+        "model": {"source": "pvc", "pvc": {"claim_name": "chat-models", "create": {"size": "10Gi"}}},
+        "service": {"type": "NodePort", "node_ports": {"http": 30501}},
+        "ollama": {"models": ["tiny"], "usage_stats": {"enabled": True}},
+    }
+    model.update(extra)
+    return model
+
+
+def ollama_args(model: Dict[str, Any]) -> Dict[str, Any]:
+    return {"runtime": "ollama", "model": model, "config_files": {}}
+
+
+def test_a_records_objects_are_applied_once_and_a_second_deploy_changes_nothing(api: FakeApi) -> None:
+    ScriptedRollout.script = [OK, OK]
+    first = run(api, **ollama_args(ollama_model()))
+    kinds = {key for key in api.objects if key[0] != "Namespace"}
+    assert {("PersistentVolumeClaim", "chat-models"), ("CronJob", "chat-model-check"),
+            ("ServiceAccount", "chat-model-check"), ("Role", "chat-model-check"), ("RoleBinding", "chat-model-check"),
+            ("ConfigMap", "chat-model-check-script"), ("ConfigMap", "chat-model-check-report"),
+            ("ConfigMap", "chat-usage-stats"), ("Role", "chat-usage-stats"), ("RoleBinding", "chat-usage-stats"),
+            ("Service", "chat"), ("Deployment", "chat")} <= kinds
+    assert api.objects[("Service", "chat")]["spec"]["ports"][0]["nodePort"] == 30501
+    assert any(s["changed"] for s in first.steps)
+    # The model manager wrote its statistics: a deploy must leave them.
+    api.objects[("ConfigMap", "chat-usage-stats")]["data"] = {"usage_data": '{"tiny": 3}'}
+    second = run(api, **ollama_args(ollama_model()))
+    assert not any(s["changed"] for s in second.steps), [s for s in second.steps if s["changed"]]
+    assert api.objects[("ConfigMap", "chat-usage-stats")]["data"] == {"usage_data": '{"tiny": 3}'}
+    # None of the record's ConfigMaps is taken for a stale configuration.
+    assert ("ConfigMap", "chat-model-check-script") in api.objects
+
+
+def test_objects_a_record_no_longer_asks_for_are_removed(api: FakeApi) -> None:
+    ScriptedRollout.script = [OK, OK]
+    run(api, **ollama_args(ollama_model()))
+    model = ollama_model(ollama={"models": ["tiny"], "model_check": {"enabled": False}})
+    engine = run(api, **ollama_args(model))
+    removed = [s for s in engine.steps if s["name"] == "Apply | Remove what the model no longer has"][0]["msg"]
+    for gone in ("CronJob/chat-model-check", "Role/chat-model-check", "ConfigMap/chat-usage-stats",
+                 "ConfigMap/chat-model-check-script"):
+        assert gone in removed
+        assert tuple(gone.split("/")) not in api.objects
+    assert ("PersistentVolumeClaim", "chat-models") in api.objects
+
+
+def test_a_failed_first_deploy_removes_the_records_objects_too(api: FakeApi) -> None:
+    ScriptedRollout.script = [FAILED]
+    with pytest.raises(DeployError, match="first deploy"):
+        run(api, **ollama_args(ollama_model()))
+    assert [key for key in api.objects if key[0] not in ("Namespace", "Lease")] == []
+
+
+def test_a_claim_the_deploy_creates_need_not_exist_but_an_existing_one_must(api: FakeApi) -> None:
+    model = ollama_model(model={"source": "pvc", "pvc": {"claim_name": "chat-models"}})
+    with pytest.raises(DeployError, match="PersistentVolumeClaim chat-models"):
+        run(api, **ollama_args(model))
+
+
+def test_the_plan_of_a_record_with_objects_travels_as_json(api: FakeApi) -> None:
+    """phase=preflight hands the plan to phase=apply through Ansible: plain JSON, the record's parts included."""
+    engine = Engine(args(**ollama_args(ollama_model())), lambda: api)
+    try:
+        found = engine.preflight()
+    finally:
+        engine.release()
+    again = json.loads(json.dumps(found))
+    assert again["server"]["ensure"]["wanted"] == ["tiny"]
+    assert {o["kind"] for o in again["objects"]} >= {"CronJob", "Role", "RoleBinding", "ServiceAccount",
+                                                      "PersistentVolumeClaim"}
