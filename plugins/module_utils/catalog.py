@@ -932,8 +932,8 @@ def _record_rules(entry: Mapping[str, Any]) -> list[Problem]:
     if create and writes and most > 1 and isinstance(modes, list) and "ReadWriteMany" not in modes:
         problems.append((("model", "pvc", "create", "access_modes"),
                          "%s lets one node write the claim, and %d replicas of %s write their models into it: use "
-                         "[ReadWriteMany] (a storage class that offers it), or one replica" % (_show(modes), most,
-                                                                                              runtime)))
+                         "[ReadWriteMany] (a storage class that offers it), or one replica"
+                         % (_show(modes), most, runtime)))
     return problems
 
 

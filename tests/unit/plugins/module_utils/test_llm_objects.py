@@ -184,8 +184,8 @@ def test_vllm_arguments_follow_the_catalog_and_the_gpus() -> None:
     assert server["resources"]["limits"] == {"nvidia.com/gpu": "4"}
     assert {"name": "model", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
     cpu = vllm_entry(gpu={"count": 0}, vllm={"model": "/opt/tiny", "served_model_name": "tiny"})
-    assert container(build(cpu))["args"] == ["--host=0.0.0.0", "--port=8000", "--model=/opt/tiny",
-                                              "--served-model-name=tiny"]
+    assert container(build(cpu))["args"] == [
+        "--host=0.0.0.0", "--port=8000", "--model=/opt/tiny", "--served-model-name=tiny"]
 
 
 def test_vllm_probes_shm_and_metrics() -> None:

@@ -571,5 +571,5 @@ def test_the_plan_of_a_record_with_objects_travels_as_json(api: FakeApi) -> None
         engine.release()
     again = json.loads(json.dumps(found))
     assert again["server"]["ensure"]["wanted"] == ["tiny"]
-    assert {o["kind"] for o in again["objects"]} >= {"CronJob", "Role", "RoleBinding", "ServiceAccount",
-                                                      "PersistentVolumeClaim"}
+    kinds = {o["kind"] for o in again["objects"]}
+    assert kinds >= {"CronJob", "Role", "RoleBinding", "ServiceAccount", "PersistentVolumeClaim"}
