@@ -16,9 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
 import pytest
 
@@ -167,3 +169,23 @@ def start_playbook(playbook: Union[str, Path], kubeconfig: str, extra_vars: Opti
         [ansible_playbook(), "-i", str(inventory), str(path), "-e", f"@{vars_file.name}", *args],
         cwd=REPO_ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
     return Started(proc, out, err, vars_file)
+
+
+@contextmanager
+def baseline_namespace(core_v1: Any, prefix: str, quota: Dict[str, str]) -> Iterator[str]:
+    """A fresh namespace with what bootstrap_cluster.yml gives the model pods: restricted Pod Security,
+    the model ServiceAccount and a ResourceQuota of ``quota``; deleted afterwards."""
+    from kubernetes import client
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+    labels.update({f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in ("enforce", "audit", "warn")})
+    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    try:
+        core_v1.create_namespaced_service_account(name, client.V1ServiceAccount(
+            metadata=client.V1ObjectMeta(name="model-server-sa")))
+        core_v1.create_namespaced_resource_quota(name, client.V1ResourceQuota(
+            metadata=client.V1ObjectMeta(name="ai-serving-quota"), spec=client.V1ResourceQuotaSpec(hard=quota)))
+        yield name
+    finally:
+        core_v1.delete_namespace(name, grace_period_seconds=0)

@@ -24,7 +24,6 @@ import re
 import subprocess
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -32,7 +31,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import pytest
 import yaml
 
-from playbooks import REPO_ROOT, Run, run_playbook
+from playbooks import REPO_ROOT, Run, baseline_namespace, run_playbook
 
 CATALOG_FILE = REPO_ROOT / "inventories" / "shared" / "group_vars" / "all" / "models.yml"
 FAULT = "sim.creativeflow.ai/fault"
@@ -174,17 +173,8 @@ def namespace(kubeconfig: str, core_v1) -> Iterator[str]:
     """A namespace with the baseline bootstrap_cluster.yml makes that the pods need, deleted afterwards."""
     from kubernetes import client
 
-    name = f"t-deploy-{uuid.uuid4().hex[:8]}"
-    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
-    labels.update({f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in ("enforce", "audit", "warn")})
-    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-    try:
-        core_v1.create_namespaced_service_account(name, client.V1ServiceAccount(
-            metadata=client.V1ObjectMeta(name="model-server-sa")))
-        core_v1.create_namespaced_resource_quota(name, client.V1ResourceQuota(
-            metadata=client.V1ObjectMeta(name="ai-serving-quota"),
-            spec=client.V1ResourceQuotaSpec(hard={"requests.nvidia.com/gpu": "8",
-                                                  "requests.nvidia.com/mig-1g.10gb": "7", "pods": "50"})))
+    quota = {"requests.nvidia.com/gpu": "8", "requests.nvidia.com/mig-1g.10gb": "7", "pods": "50"}
+    with baseline_namespace(core_v1, "t-deploy", quota) as name:
         core_v1.create_namespaced_secret(name, client.V1Secret(
             metadata=client.V1ObjectMeta(name="text-generation-model-secrets"),
             string_data={"EXAMPLE_API_KEY_FOR_LLM": SECRET_VALUES["text-generation-model-secrets"]}))
@@ -193,8 +183,6 @@ def namespace(kubeconfig: str, core_v1) -> Iterator[str]:
             string_data={"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
                          "AWS_SECRET_ACCESS_KEY": SECRET_VALUES["triton-model-store-s3"]}))
         yield name
-    finally:
-        core_v1.delete_namespace(name, grace_period_seconds=0)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterator, Optional
 
 import pytest
 import yaml
 
-from playbooks import REPO_ROOT, Run, run_playbook
+from playbooks import REPO_ROOT, Run, baseline_namespace, run_playbook
 
 CATALOG_FILE = REPO_ROOT / "inventories" / "shared" / "group_vars" / "all" / "models.yml"
 FAULT = "sim.creativeflow.ai/fault"
@@ -56,21 +55,8 @@ def with_local_override(name: str, override: Dict[str, Any]) -> Dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def llm_namespace(kubeconfig: str, core_v1) -> Iterator[str]:
-    from kubernetes import client
-
-    name = f"t-llm-{uuid.uuid4().hex[:8]}"
-    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
-    labels.update({f"pod-security.kubernetes.io/{mode}-version": "latest" for mode in ("enforce", "audit", "warn")})
-    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-    try:
-        core_v1.create_namespaced_service_account(name, client.V1ServiceAccount(
-            metadata=client.V1ObjectMeta(name="model-server-sa")))
-        core_v1.create_namespaced_resource_quota(name, client.V1ResourceQuota(
-            metadata=client.V1ObjectMeta(name="ai-serving-quota"),
-            spec=client.V1ResourceQuotaSpec(hard={"requests.nvidia.com/gpu": "8", "pods": "50"})))
+    with baseline_namespace(core_v1, "t-llm", {"requests.nvidia.com/gpu": "8", "pods": "50"}) as name:
         yield name
-    finally:
-        core_v1.delete_namespace(name, grace_period_seconds=0)
 
 
 @pytest.fixture(scope="module")
