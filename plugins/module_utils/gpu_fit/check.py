@@ -199,7 +199,10 @@ def check_fit(
     max_replicas = _max_replicas(request, simulate, quota_reports, node_reports, old, fits, starts_empty)
     alternative: Optional[str] = None
     if fits:
-        msg = fits_message(request, plan, max_replicas)
+        # Headroom below the surge's peak: some new pods wait for old ones to go.
+        peak = unconstrained.peak_net_gpus
+        throttled = headroom if headroom is not None and peak > max(headroom, 0) else None
+        msg = fits_message(request, plan, max_replicas, throttled, unconstrained.peak_net_gpus)
     else:
         if request.strategy.type == ROLLING_UPDATE and (old or not starts_empty):
             alternative = _alternative(request, simulate, plan)

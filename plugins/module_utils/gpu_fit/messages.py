@@ -27,14 +27,26 @@ def list_names(items: Sequence[str], limit: int = _MSG_NODES) -> str:
     return shown
 
 
-def fits_message(request: FitRequest, plan: RolloutPlan, max_replicas: int) -> str:
+def fits_message(
+    request: FitRequest, plan: RolloutPlan, max_replicas: int, throttled: Optional[int] = None, peak: int = 0
+) -> str:
+    """The verdict of a rollout that completes; ``throttled``: the quota headroom when it is below ``peak``."""
     res = request.resource
     text = "{0} × {1} {2} fit".format(plural(request.replicas, "replica"), request.gpus_per_replica, res)
     if plan.old_pods:
         text += " (rollout peak: {0}, {1}, needs {2} {3} beyond what the Deployment holds)".format(
             plural(plan.peak_pods, "pod"), plural(plan.surge_pods, "surge pod"), max(plan.needed or 0, 0), res
         )
-    return "{0}; up to {1} would fit".format(text, plural(max_replicas, "replica"))
+    text = "{0}; up to {1} would fit".format(text, plural(max_replicas, "replica"))
+    if throttled is not None:
+        # A refused ReplicaSet is retried with the controllers' exponential
+        # backoff, not when the quota frees up: seen at over 3 minutes.
+        text += (
+            "; the quota leaves room for {0} of the {1} {2} the surge takes, so new pods are refused until old ones "
+            "are gone and Kubernetes retries them with a growing backoff (doubled at each refusal, up to 1000 s): the "
+            "rollout can stall for minutes, past its progress deadline (more quota headroom avoids it)".format(max(throttled, 0), peak, res)
+        )
+    return text
 
 
 def failure_message(

@@ -636,6 +636,29 @@ def test_surge_with_max_unavailable_frees_gpus_first() -> None:
     assert result.fits
     assert result.plan.surge_pods == 1
     assert result.quotas[0].needed == 0
+    # the real ReplicaSet is refused while the old pod terminates, then retried with backoff: the message says so
+    assert result.msg == (
+        "4 replicas × 1 nvidia.com/gpu fit (rollout peak: 5 pods, 1 surge pod, needs 0 nvidia.com/gpu beyond what "
+        "the Deployment holds); up to 4 replicas would fit; the quota leaves room for 0 of the 1 nvidia.com/gpu the "
+        "surge takes, so new pods are refused until old ones are gone and Kubernetes retries them with a growing "
+        "backoff (doubled at each refusal, up to 1000 s): the rollout can stall for minutes, past its progress "
+        "deadline (more quota headroom avoids it)"
+    )
+
+
+def test_a_scale_down_under_an_exceeded_quota_adds_no_backoff_warning() -> None:
+    # 3 replicas of 2 GPUs down to 1 of 1, maxSurge 0: the new pod needs no more than the old ones free
+    current = old_deployment_pods(3, "gpu-0", gpus=2)
+    strategy = RolloutStrategy(type="RollingUpdate", max_surge=0, max_unavailable="25%")
+    result = check_fit(request(1, strategy=strategy), big_nodes(1), current, [quota("q", 5, 6)], current)
+    assert result.fits
+    assert "backoff" not in result.msg
+
+
+def test_a_quota_with_room_for_the_surge_adds_no_backoff_warning() -> None:
+    current = old_deployment_pods(4, "gpu-0")
+    result = check_fit(request(4), big_nodes(1), current, [quota("q", 5, 4)], current)
+    assert result.fits
     assert result.msg == (
         "4 replicas × 1 nvidia.com/gpu fit (rollout peak: 5 pods, 1 surge pod, needs 0 nvidia.com/gpu beyond what "
         "the Deployment holds); up to 4 replicas would fit"
