@@ -65,3 +65,18 @@ def test_a_refusal_is_not_retried_and_zero_means_at_once() -> None:
     with pytest.raises(K8sUnreachableError):
         retrying(failing(1, DOWN), 0, None, clock.sleep, clock)
     assert clock.sleeps == []
+
+
+def test_warning_headers_are_read_with_kubernetes_core_only_when_there_is_one() -> None:
+    import subprocess
+    import sys
+
+    from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.kube import _decode_warnings
+
+    assert _decode_warnings(['299 - "apps/v1beta1 Deployment is deprecated"']) == ["apps/v1beta1 Deployment is deprecated"]
+    # Importing the engine does not pay for kubernetes.core's service module (ansible.module_utils.urls, cryptography).
+    probe = ("import sys; import ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.engine; "
+             "print(sorted(m for m in sys.modules if m.endswith('k8s.service') or m == 'ansible.module_utils.urls'))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": ":".join(sys.path)})
+    assert out.stdout.strip() == "[]"
