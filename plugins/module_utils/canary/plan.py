@@ -157,19 +157,19 @@ class CanaryPlan:
                 "warnings": list(self.warnings)}
 
     def lines(self) -> List[str]:
-        """The plan as ``--check`` prints it, one line per step."""
-        out = ["Canary | %s; %d replica(s); at most %d pods at once (%d more than the replicas)"
+        """The plan as the deploy's step ``Preflight | Canary plan`` prints it, one line per step."""
+        out = ["%s; %d replica(s); at most %d pods at once (%d more than the replicas)"
                % (self.why, self.replicas, self.peak_pods, self.extra_pods)]
         if self.header:
-            out.append("Canary | A/B: requests with header %s: %s always go to the canary" % self.header)
+            out.append("A/B: requests with header %s: %s always go to the canary" % self.header)
         for step in self.steps:
             weight = "%d%%" % step.weight if step.exact else "%d%% asked, %s%% expressed" % (
                 step.weight, _percent(step.expressed_weight))
-            line = "Canary | step %d: %s for %s: canary %d pod(s), stable %d pod(s)" % (
+            line = "step %d: %s for %s: canary %d pod(s), stable %d pod(s)" % (
                 step.number, weight, format_seconds(step.pause_seconds), step.canary_replicas, step.stable_replicas)
             out.append(line + (" - " + step.note if step.note else ""))
-        out.append("Canary | then promote: " + self.promote)
-        return out + ["Canary | warning: " + warning for warning in self.warnings]
+        out.append("then promote: " + self.promote)
+        return out + ["warning: " + warning for warning in self.warnings]
 
 
 def _percent(value: float) -> str:

@@ -42,8 +42,7 @@ def test_custom_servers_metrics():
     ('a{x="q\\"u\\\\o\\nte"} 1', Sample("a", {"x": 'q"u\\o\nte'}, 1.0)),  # the three escapes
     ('a{x="}{,"} 1', Sample("a", {"x": "}{,"}, 1.0)),
     ("a{} 1e3", Sample("a", {}, 1000.0)),
-    (":tensorflow:serving:request_count{status=\"OK\"} 7", Sample(":tensorflow:serving:request_count",
-                                                                 {"status": "OK"}, 7.0)),
+    (':tensorflow:serving:request_count{status="OK"} 7', Sample(":tensorflow:serving:request_count", {"status": "OK"}, 7.0)),
     ("vllm:e2e_request_latency_seconds_count 4", Sample("vllm:e2e_request_latency_seconds_count", {}, 4.0)),
     ('b_bucket{le="0.5"} 3 # {trace_id="abc"} 0.4 1700000000.1', Sample("b_bucket", {"le": "0.5"}, 3.0)),  # exemplar
     ('{"my.metric", a="1"} 2', Sample("my.metric", {"a": "1"}, 2.0)),  # a quoted (UTF-8) name

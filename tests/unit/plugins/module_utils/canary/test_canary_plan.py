@@ -160,17 +160,17 @@ def test_plan_lines_for_check_mode():
     plan = plan_canary(canary((10, 120), (50, 300), header=("x-canary", "1")), 3, "istio",
                        "split istio (the catalog's)", surge=1)
     assert plan.lines() == [
-        "Canary | split istio (the catalog's); 3 replica(s); at most 6 pods at once (3 more than the replicas)",
-        "Canary | A/B: requests with header x-canary: 1 always go to the canary",
-        "Canary | step 1: 10% for 2m: canary 1 pod(s), stable 3 pod(s)",
-        "Canary | step 2: 50% for 5m: canary 2 pod(s), stable 3 pod(s)",
-        "Canary | then promote: the stable Deployment takes the new version (rolling update of its 3 pod(s)) while the "
+        "split istio (the catalog's); 3 replica(s); at most 6 pods at once (3 more than the replicas)",
+        "A/B: requests with header x-canary: 1 always go to the canary",
+        "step 1: 10% for 2m: canary 1 pod(s), stable 3 pod(s)",
+        "step 2: 50% for 5m: canary 2 pod(s), stable 3 pod(s)",
+        "then promote: the stable Deployment takes the new version (rolling update of its 3 pod(s)) while the "
         "canary serves its share, then every request goes to the stable Service and the canary's 2 pod(s) go",
     ]
     lines = plan_canary(canary((10, 90)), 3, "replicas").lines()
-    assert lines[1] == ("Canary | step 1: 10% asked, 33.3% expressed for 1m30s: canary 1 pod(s), stable 2 pod(s) - "
+    assert lines[1] == ("step 1: 10% asked, 33.3% expressed for 1m30s: canary 1 pod(s), stable 2 pod(s) - "
                         "10% is not expressible with 3 replicas: 1 of 3 pods take 33.3%")
-    assert lines[-1].startswith("Canary | warning: the replica ratio of 3 replica(s) cannot express every weight")
+    assert lines[-1].startswith("warning: the replica ratio of 3 replica(s) cannot express every weight")
 
 
 def test_plan_to_dict():

@@ -60,7 +60,7 @@ def test_canary_deployment_is_the_new_version_with_the_track_label():
     assert canary["spec"]["replicas"] == 2
     assert canary["spec"]["selector"] == {"matchLabels": dict(SELECTOR, **{"creativeflow.ai/track": "canary"})}
     assert canary["spec"]["template"]["metadata"]["labels"] == labels(**{"app.kubernetes.io/version": "2.0",
-                                                                          "creativeflow.ai/track": "canary"})
+                                                                         "creativeflow.ai/track": "canary"})
     # the pods are the model's pods otherwise: same containers, same security, the Service selects them
     assert canary["spec"]["template"]["spec"] == deployment["spec"]["template"]["spec"]
     assert all(canary["spec"]["template"]["metadata"]["labels"][key] == value for key, value in SELECTOR.items())
