@@ -11,4 +11,6 @@ its own metrics at each step, and is promoted or aborted. One concern per module
   Gateway API ``HTTPRoute``, Istio ``VirtualService`` and ``DestinationRule``;
 - :mod:`.exposition`: a parser of the Prometheus text format (the controller has no prometheus_client);
 - :mod:`.analysis`: requests, error ratio and p99 per version from two scrapes, and the verdict of a step.
+- :mod:`.state`: where a canary stands in the cluster: the stable pods' hash, each version's pods, the step an
+  interrupted run left it in.
 """
