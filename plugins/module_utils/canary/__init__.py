@@ -13,4 +13,5 @@ its own metrics at each step, and is promoted or aborted. One concern per module
 - :mod:`.analysis`: requests, error ratio and p99 per version from two scrapes, and the verdict of a step.
 - :mod:`.state`: where a canary stands in the cluster: the stable pods' hash, each version's pods, the step an
   interrupted run left it in.
+- :mod:`.progress`: the decision after each check of a step: wait, next step, promote, or abort.
 """
