@@ -40,6 +40,16 @@ def stable_name(model_name: str) -> str:
     return model_name + "-" + STABLE
 
 
+def name_problem(model_name: str, split: str) -> str:
+    """Why the canary's object names do not fit Kubernetes' limits, or ``""``: Services are DNS-1035 labels of at
+    most 63 characters, and gateway adds ``-stable`` and ``-canary`` to the model's name."""
+    longest = len(stable_name(model_name))  # "-stable" is the longer suffix
+    if split == "gateway" and longest > 63:
+        return ("the Service {0} would be {1} characters, more than Kubernetes' 63: shorten the model's name to 56 "
+                "characters, or use split istio or replicas".format(stable_name(model_name), longest))
+    return ""
+
+
 def _meta(obj: Mapping[str, Any]) -> Tuple[str, str, Dict[str, str]]:
     metadata = obj["metadata"]
     return metadata["name"], metadata["namespace"], dict(metadata.get("labels") or {})

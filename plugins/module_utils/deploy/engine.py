@@ -55,6 +55,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.pla
     resolve_split,
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.spec import canary_of
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.traffic import name_problem
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy import checks, plan
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.kube import Conflict, DeployClient
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import DeployError
@@ -318,6 +319,9 @@ class Engine:
             surge = resolve_fenceposts(strategy.get("type", ROLLING_UPDATE), strategy.get("max_surge", DEFAULT_MAX_SURGE),
                                        strategy.get("max_unavailable", DEFAULT_MAX_UNAVAILABLE), replicas)[0]
             canary_plan = plan_canary(canary, replicas, split, why, surge)
+            problem = name_problem(name, split)
+            if problem:
+                raise CanaryPlanError(problem + ". Nothing was applied.")
         except CanaryPlanError as exc:
             raise DeployError("strategy.canary of {0}: {1}".format(name, exc)) from exc
         found["canary_plan"] = canary_plan.to_dict()

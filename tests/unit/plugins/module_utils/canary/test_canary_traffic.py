@@ -15,6 +15,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.tra
     destination_rule,
     http_port,
     http_route,
+    name_problem,
     step_objects,
     version_service,
     virtual_service,
@@ -172,3 +173,11 @@ def test_step_objects_per_split():
     assert istio[2]["spec"]["http"][1]["route"][1]["weight"] == 50
     with pytest.raises(ValueError):
         step_objects("linkerd", deployment, service, 10, 1)
+
+
+def test_name_problem_of_a_long_model_name_with_split_gateway():
+    assert name_problem("m" * 56, "gateway") == ""
+    assert name_problem("m" * 57, "gateway") == (
+        "the Service %s-stable would be 64 characters, more than Kubernetes' 63: shorten the model's name to 56 "
+        "characters, or use split istio or replicas" % ("m" * 57))
+    assert name_problem("m" * 63, "istio") == ""  # istio and replicas add no Service; Deployment names may be longer
