@@ -216,6 +216,8 @@ def plan_canary(canary: Canary, replicas: int, split: str, why: str = "", surge:
     if split == "replicas" and any(not step.exact for step in steps):
         warnings.append("the replica ratio of %d replica(s) cannot express every weight; more replicas, or split "
                         "gateway or istio (exact weights), follow the steps closer" % replicas)
+    if canary.gateway and split != "gateway":
+        warnings.append("strategy.canary.gateway (%s) is not used: the split is %s" % (canary.gateway.get("name"), split))
     return CanaryPlan(split, why or "split " + split, replicas, steps, peak, promote, canary.header, warnings)
 
 

@@ -186,3 +186,11 @@ def test_plan_to_dict():
 def test_plan_needs_a_replica():
     with pytest.raises(CanaryPlanError):
         plan_canary(canary((10, 60)), 0, "gateway")
+
+
+def test_a_gateway_parent_the_resolved_split_does_not_use_is_said():
+    with_parent = Canary(steps=(Step(50, 60),), split="auto", bounds=Bounds(max_error_ratio=0.01),
+                         gateway={"name": "public"})
+    assert plan_canary(with_parent, 2, "replicas").warnings == [
+        "strategy.canary.gateway (public) is not used: the split is replicas"]
+    assert plan_canary(with_parent, 2, "gateway").warnings == []
