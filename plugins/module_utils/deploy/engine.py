@@ -330,6 +330,10 @@ class Engine:
                 "strategy.canary of {0}: this version plans the canary (--check shows the plan) but does not run its "
                 "steps yet. Remove strategy.canary to deploy with a rolling update. Nothing was applied.".format(name),
                 canary_plan=found["canary_plan"])
+        # The apply steps below still dry-run the model's objects as a rolling update would change them.
+        self.warnings.append("--check of {0}: the plan is the 'Preflight | Canary plan' step; the dry run and diff "
+                             "that follow show a rolling update's changes, while the canary leaves Deployment {0}'s "
+                             "template as it is until the promotion.".format(name))
         return "\n    ".join(canary_plan.lines())
 
     def _gpu(self, found: Dict[str, Any]) -> str:

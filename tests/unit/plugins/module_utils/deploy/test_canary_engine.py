@@ -56,6 +56,10 @@ def test_check_mode_prints_the_plan(api: FakeApi) -> None:  # noqa: F811
         "warning: the replica ratio of 4 replica(s) cannot express every weight; more replicas, or split gateway or "
         "istio (exact weights), follow the steps closer",
     ])
+    assert engine.warnings == [
+        "--check of image-classifier: the plan is the 'Preflight | Canary plan' step; the dry run and diff that follow "
+        "show a rolling update's changes, while the canary leaves Deployment image-classifier's template as it is "
+        "until the promotion."]
 
 
 def test_the_split_follows_what_the_cluster_serves(api: FakeApi, monkeypatch) -> None:  # noqa: F811
