@@ -7,7 +7,8 @@ The splits:
 
 - ``replicas``: the canary's Deployment ``<model>-canary`` runs beside the stable one, both behind the model's one
   Service; the share of the canary is its share of the ready pods (kube-proxy picks endpoints evenly). The replica
-  count ``N`` is shared: the canary gets ``round(weight x N / 100)`` pods, at least 1, and the stable version the
+  count ``N`` is shared: the canary gets ``weight x N / 100`` pods rounded to the nearest (a tie to the fewer: a
+  canary errs on less traffic), at least 1, and the stable version the
   rest, at least 1 below 100% (so with ``N = 1`` a step below 100% runs 1 + 1 pods: 50%). What a step cannot express
   exactly (10% of 3 replicas) is said, with the weight it gets instead.
 - ``gateway`` (Gateway API ``HTTPRoute`` backend weights) and ``istio`` (``VirtualService`` weights over
@@ -99,8 +100,8 @@ def replica_split(weight: int, replicas: int) -> ReplicaSplit:
         return ReplicaSplit(replicas, 0, Fraction(100))
     if replicas == 1:
         return ReplicaSplit(1, 1, Fraction(50))
-    # Half up, not Python's half to even: 50% of 3 replicas runs 2 canary pods, as 150% of 1 would read.
-    canary = int(Fraction(weight * replicas, 100) + Fraction(1, 2))
+    # Nearest, a tie to the fewer pods (not Python's half to even): 50% of 3 replicas runs 1 canary pod, not 2.
+    canary = math.ceil(Fraction(weight * replicas, 100) - Fraction(1, 2))
     canary = min(max(canary, 1), replicas - 1)
     stable = replicas - canary
     return ReplicaSplit(canary, stable, Fraction(100 * canary, canary + stable))

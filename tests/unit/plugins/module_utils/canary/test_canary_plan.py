@@ -76,13 +76,15 @@ def test_istio_api_version_prefers_v1():
     (25, 4, 1, 3, 25),
     (50, 4, 2, 2, 50),
     (10, 3, 1, 2, Fraction(100, 3)),  # the fewest a canary can have
-    (50, 3, 2, 1, Fraction(200, 3)),  # half up
+    (50, 3, 1, 2, Fraction(100, 3)),  # a tie goes to the fewer canary pods
     (90, 3, 2, 1, Fraction(200, 3)),  # the stable version keeps one pod below 100%
     (99, 10, 9, 1, 90),
     (100, 3, 3, 0, 100),
     (10, 1, 1, 1, 50),  # one replica: one more pod for the canary
     (100, 1, 1, 0, 100),
-    (15, 10, 2, 8, 20),  # 1.5 rounds up
+    (15, 10, 1, 9, 10),  # 1.5: a tie, the fewer
+    (16, 10, 2, 8, 20),
+    (60, 3, 2, 1, Fraction(200, 3)),  # 1.8: 2
     (14, 10, 1, 9, 10),
 ])
 def test_replica_split(weight, replicas, canary_pods, stable_pods, share):
@@ -118,7 +120,7 @@ def test_replica_plan_with_exact_weights():
 
 
 def test_replica_plan_says_what_it_cannot_express():
-    plan = plan_canary(canary((10, 60), (20, 60), (50, 60)), 3, "replicas")
+    plan = plan_canary(canary((10, 60), (20, 60), (60, 60)), 3, "replicas")
     assert [(step.canary_replicas, step.stable_replicas, step.expressed_weight, step.exact) for step in plan.steps] == [
         (1, 2, 33.3, False), (1, 2, 33.3, False), (2, 1, 66.7, False)]
     assert plan.steps[0].note == "10% is not expressible with 3 replicas: 1 of 3 pods take 33.3%"
