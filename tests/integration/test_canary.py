@@ -33,8 +33,7 @@ def canary_namespace(kubeconfig: str, core_v1) -> Iterator[str]:
         yield name
 
 
-def test_check_prints_the_plan_and_a_real_run_applies_nothing(kubeconfig: str, canary_namespace: str,
-                                                             apps_v1) -> None:
+def test_check_prints_the_plan_and_a_real_run_applies_nothing(kubeconfig: str, canary_namespace: str, apps_v1) -> None:
     extra = {"model": MODEL, "ai_namespace_name": canary_namespace, **catalog_with_canary()}
     first = run_playbook("deploy_model.yml", kubeconfig, extra)
     assert first.returncode == 0, first.explain()
