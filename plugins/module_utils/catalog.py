@@ -37,6 +37,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.strategy i
     min_available_during_update,
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import runtimes as _runtimes
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.spec import CANARY_SCHEMA, canary_rules
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import knobs as _knobs
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.smoke import SMOKE_SCHEMA
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.quantity import QuantityError, parse_quantity  # noqa: F401 (re-exported)
@@ -361,6 +362,8 @@ def _entry_properties(environments: Sequence[str]) -> dict[str, Any]:
             "max_unavailable": _INT_OR_PERCENT,
             # what an update that leaves no replica available gets: a warning, a refusal, or nothing (deliberate)
             "downtime": {"enum": list(DOWNTIME_CHOICES), "default": "warn"},
+            # progressive delivery: steps of traffic, each judged by the canary's metrics (canary/spec.py)
+            "canary": CANARY_SCHEMA,
         }),
         "env": {
             "type": "object",
@@ -945,6 +948,7 @@ _SEMANTIC_CHECKS: tuple[Callable[[Mapping[str, Any]], List[Problem]], ...] = (
     _autoscaling_bounds,
     _pdb_rules,
     _strategy_rules,
+    canary_rules,
     _availability_rules,
     _replica_limits,
     _gpu_rules,

@@ -168,6 +168,30 @@ class EnsurePresent:
     default_tag: str = ""
 
 
+@dataclass(frozen=True)
+class Series:
+    """Samples of one metric in the server's Prometheus exposition: ``name`` as exposed (a histogram's
+    family name: its ``_bucket`` samples are read), kept when every ``match`` label's value fully matches its
+    regular expression and no ``exclude`` label's value does (a missing label reads as "")."""
+
+    name: str
+    match: Tuple[Tuple[str, str], ...] = ()
+    exclude: Tuple[Tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    """Where a canary analysis reads a server's requests: the counters of answered requests (summed), those of
+    failed ones (a subset of them), and the latency histogram (``latency_unit``: seconds per unit of its ``le``),
+    None when the server exposes none. ``source`` says where the names come from (the docs show it)."""
+
+    requests: Tuple[Series, ...]
+    errors: Tuple[Series, ...]
+    latency: Optional[Series]
+    source: str
+    latency_unit: float = 1.0
+
+
 PROBE_KINDS = ("startup", "readiness", "liveness")
 
 
@@ -218,6 +242,8 @@ class Runtime:
     section_rules: Callable[[Mapping[str, Any]], List[Tuple[Tuple[Any, ...], str]]] = lambda entry: []
     # Why the GPUs of one replica must be on one node, beyond Kubernetes' own reason (the preflight says it).
     gpus_on_one_node: str = ""
+    # Where a canary's analysis reads requests, errors and latency in the server's own metrics; None: nowhere.
+    request_metrics: Optional[RequestMetrics] = None
 
     @property
     def role(self) -> str:
@@ -273,6 +299,16 @@ def _tf_serving_args(model: Model, knobs: Knobs) -> List[str]:
             + list(section.get("extra_args") or []))
 
 
+# TensorFlow Serving's own metrics (monitoring.config's prometheus_config): /tensorflow/serving/... exposed
+# with ":" for "/"; status is "OK" or the error's text; the latency histogram counts microseconds.
+_TF_SERVING_REQUESTS = RequestMetrics(
+    requests=(Series(":tensorflow:serving:request_count"),),
+    errors=(Series(":tensorflow:serving:request_count", exclude=(("status", "OK"),)),),
+    latency=Series(":tensorflow:serving:request_latency"),
+    latency_unit=1e-6,
+    source="TensorFlow Serving's request_count (status) and request_latency (microseconds)",
+)
+
 TF_SERVING = Runtime(
     name="tf_serving",
     title="TensorFlow Serving",
@@ -282,6 +318,7 @@ TF_SERVING = Runtime(
     ports=(Port("grpc", "grpc_port"), Port("rest", "rest_port")),
     probes=lambda model, knobs: {kind: _tf_serving_health(model, knobs) for kind in PROBE_KINDS},
     metrics=HttpPath("/monitoring/prometheus/metrics", "rest"),
+    request_metrics=_TF_SERVING_REQUESTS,
     smoke=lambda model, knobs: [_tf_serving_health(model, knobs)],
     config_files=("models.config", "monitoring.config"),
     config_mount_path=_TF_CONFIG_DIR,
@@ -332,6 +369,15 @@ def _torchserve_args(model: Model, knobs: Knobs) -> List[str]:
 # workers healthy (ApiUtils.isModelHealthy in 0.12's frontend), so readiness waits for the model.
 _TORCHSERVE_PING = HttpPath("/ping", "inference")
 
+# TorchServe's frontend counts answers per status class; it has no latency histogram (its latency metrics are
+# running totals), so a canary of TorchServe can bound errors only.
+_TORCHSERVE_REQUESTS = RequestMetrics(
+    requests=(Series("Requests2XX"), Series("Requests4XX"), Series("Requests5XX")),
+    errors=(Series("Requests5XX"),),
+    latency=None,
+    source="TorchServe's Requests2XX, Requests4XX and Requests5XX",
+)
+
 TORCHSERVE = Runtime(
     name="torchserve",
     title="TorchServe",
@@ -343,6 +389,7 @@ TORCHSERVE = Runtime(
            Port("metrics", "metrics_port")),
     probes=lambda model, knobs: {kind: _TORCHSERVE_PING for kind in PROBE_KINDS},
     metrics=HttpPath("/metrics", "metrics"),
+    request_metrics=_TORCHSERVE_REQUESTS,
     smoke=lambda model, knobs: [_TORCHSERVE_PING],
     env=lambda model, knobs: {"LOG_LOCATION": _TORCHSERVE_HOME + "/logs", "METRICS_LOCATION": _TORCHSERVE_HOME + "/logs",
                               "TEMP": _TORCHSERVE_HOME + "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
@@ -396,6 +443,15 @@ def _triton_smoke(model: Model, knobs: Knobs) -> List[HttpPath]:
     return paths
 
 
+# Triton counts successes and failures per model; its request durations are running totals, not a histogram, so
+# a canary of Triton can bound errors only.
+_TRITON_REQUESTS = RequestMetrics(
+    requests=(Series("nv_inference_request_success"), Series("nv_inference_request_failure")),
+    errors=(Series("nv_inference_request_failure"),),
+    latency=None,
+    source="Triton's nv_inference_request_success and nv_inference_request_failure",
+)
+
 TRITON = Runtime(
     name="triton",
     title="Triton Inference Server",
@@ -407,6 +463,7 @@ TRITON = Runtime(
                                  "readiness": HttpPath("/v2/health/ready", "http"),
                                  "liveness": HttpPath("/v2/health/live", "http")},
     metrics=HttpPath("/metrics", "metrics"),
+    request_metrics=_TRITON_REQUESTS,
     smoke=_triton_smoke,
     # The Python backend and the shared memory protocol use /dev/shm.
     writable=lambda knobs: [Writable("/tmp"), Writable("/dev/shm", "Memory", str(knobs["shm_size"]))],
@@ -471,6 +528,17 @@ def _custom_python_env(model: Model, knobs: Knobs) -> Dict[str, str]:
     return {key: value for key, value in env.items() if value != ""}
 
 
+# custom_server's metrics (custom_server/src/custom_server/metrics.py): the endpoint label is the route template;
+# only inference counts (health checks and scrapes would dilute the error ratio). gRPC calls carry HTTP codes.
+_CUSTOM_SERVER_INFERENCE = (("endpoint", r"/predict|/v2/models/\{model_name\}(/versions/\{model_version\})?/infer"
+                                         r"|/inference\.GRPCInferenceService/ModelInfer"),)
+_CUSTOM_PYTHON_REQUESTS = RequestMetrics(
+    requests=(Series("custom_server_requests_total", match=_CUSTOM_SERVER_INFERENCE),),
+    errors=(Series("custom_server_requests_total", match=_CUSTOM_SERVER_INFERENCE + (("code", "5[0-9][0-9]"),)),),
+    latency=Series("custom_server_request_duration_seconds", match=_CUSTOM_SERVER_INFERENCE),
+    source="custom_server_requests_total (code) and custom_server_request_duration_seconds of the inference endpoints",
+)
+
 CUSTOM_PYTHON = Runtime(
     name="custom_python",
     title="custom_server (the collection's FastAPI server)",
@@ -480,6 +548,7 @@ CUSTOM_PYTHON = Runtime(
     ports=(Port("http", "port"), Port("grpc", "grpc_port")),
     probes=_custom_python_probes,
     metrics=HttpPath("/metrics", "http"),
+    request_metrics=_CUSTOM_PYTHON_REQUESTS,
     smoke=lambda model, knobs: [HttpPath("/health/live", "http"), HttpPath("/health/ready", "http")],
     env=_custom_python_env,
     model_mount_path=lambda knobs: knobs["model_dir"],
@@ -749,6 +818,16 @@ def _vllm_args(model: Model, knobs: Knobs) -> List[str]:
     return args + list(section.get("extra_args") or [])
 
 
+# vLLM's API server: HTTP answers by status class (prometheus-fastapi-instrumentator, "2xx"...) and its own
+# end-to-end latency histogram of the requests it finished.
+_VLLM_INFERENCE = (("handler", r"/v1/(chat/completions|completions|embeddings)"),)
+_VLLM_REQUESTS = RequestMetrics(
+    requests=(Series("http_requests_total", match=_VLLM_INFERENCE),),
+    errors=(Series("http_requests_total", match=_VLLM_INFERENCE + (("status", "5.."),)),),
+    latency=Series("vllm:e2e_request_latency_seconds"),
+    source="http_requests_total (status) of the OpenAI endpoints and vllm:e2e_request_latency_seconds",
+)
+
 VLLM = Runtime(
     name="vllm",
     title="vLLM (OpenAI-compatible)",
@@ -760,6 +839,7 @@ VLLM = Runtime(
     probes=lambda model, knobs: {"startup": HttpPath("/health", "http"), "readiness": HttpPath("/v1/models", "http"),
                                  "liveness": HttpPath("/health", "http")},
     metrics=HttpPath("/metrics", "http"),
+    request_metrics=_VLLM_REQUESTS,
     smoke=lambda model, knobs: [HttpPath("/health", "http"), HttpPath("/v1/models", "http")],
     env=lambda model, knobs: {"HOME": "/tmp", "HF_HOME": "/tmp/huggingface", "VLLM_NO_USAGE_STATS": "1",
                               "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"},

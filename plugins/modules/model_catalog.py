@@ -29,6 +29,9 @@ description:
     only that model in O(environment) is checked. C(strategy.downtime=refuse) in an entry makes it an error,
     C(strategy.downtime=accept) silences it for an entry that means it.
   - Refuses C(replicas), C(autoscaling.min_replicas) and C(autoscaling.max_replicas) above 5000.
+  - Checks C(strategy.canary) (progressive delivery) - weights from 1 to 100 increasing step by step, pauses that
+    are durations, at least one analysis bound, bounds the runtime's metrics can judge, a header rule only with
+    C(split=istio) and with a value - see C(docs/model_catalog.md), strategy.canary.
   - Reads nothing but its arguments and changes nothing.
 author:
   - creativeflow.ai platform team (@creativeflow-ai)

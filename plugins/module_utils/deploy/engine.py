@@ -46,6 +46,16 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog im
     check_catalog,
     resolve_model,
 )
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.plan import (
+    GATEWAY_KINDS,
+    ISTIO_KINDS,
+    ISTIO_VERSIONS,
+    CanaryPlanError,
+    plan_canary,
+    resolve_split,
+)
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.spec import canary_of
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.traffic import name_problem
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy import checks, plan
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.kube import Conflict, DeployClient
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import DeployError
@@ -61,6 +71,12 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout_wa
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout_wait import Rollout
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.smoke_check import ServiceProxy
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.strategy import (
+    DEFAULT_MAX_SURGE,
+    DEFAULT_MAX_UNAVAILABLE,
+    ROLLING_UPDATE,
+    resolve_fenceposts,
+)
 
 MANAGED_BY = "creativeflow.ai_serving"
 #: Longest wait for the rollback a run owes after SIGINT/SIGTERM (the operator wants the prompt back).
@@ -165,6 +181,10 @@ class Engine:
                 found["namespace"], "Deployment {0} at revision {1}; {2}".format(
                     found["name"], plan.snapshot_revision(found["snapshot"]), found["last_good"]["msg"])
                 if found["snapshot"]["deployment"] is not None else "first deploy of {0}".format(found["name"]))
+        found["canary_plan"] = None
+        if canary_of(found["model"]) is not None:
+            with self.step("Preflight | Canary plan") as record:
+                record["msg"] = self._canary(found)
         with self.step("Preflight | GPU capacity") as record:
             record["msg"] = self._gpu(found)
         with self.step("Render") as record:
@@ -276,6 +296,46 @@ class Engine:
             pods = []  # not readable with these credentials: the default
         return checks.node_port_range(pods)
 
+    def _canary(self, found: Dict[str, Any]) -> str:
+        """The canary's plan on this cluster (``found["canary_plan"]``), as lines; the progression itself is not
+        run yet, so outside check mode a canary stops the deploy here, before anything is applied."""
+        model, name, namespace = found["model"], found["name"], found["namespace"]
+        canary = canary_of(model)
+        assert canary is not None
+        if found["snapshot"]["deployment"] is None:
+            return "first deploy of {0}: no stable version to run a canary against, a plain deploy".format(name)
+        served = set()
+        try:
+            # The split's kinds, asked for the model's own objects (a later run continues from them).
+            for api_version, kind in GATEWAY_KINDS + tuple((v, k) for v in ISTIO_VERSIONS for k in ISTIO_KINDS):
+                if self.client.get_if_served(kind, name, namespace, api_version)[0]:
+                    served.add((api_version, kind))
+        except K8sAccessError as exc:
+            raise self._unreachable(exc, "") from exc
+        strategy = model.get("strategy") or {}
+        replicas = int(found["replicas"])
+        try:
+            split, why = resolve_split(canary.split, served)
+            surge = resolve_fenceposts(strategy.get("type", ROLLING_UPDATE), strategy.get("max_surge", DEFAULT_MAX_SURGE),
+                                       strategy.get("max_unavailable", DEFAULT_MAX_UNAVAILABLE), replicas)[0]
+            canary_plan = plan_canary(canary, replicas, split, why, surge)
+            problem = name_problem(name, split)
+            if problem:
+                raise CanaryPlanError(problem + ". Nothing was applied.")
+        except CanaryPlanError as exc:
+            raise DeployError("strategy.canary of {0}: {1}".format(name, exc)) from exc
+        found["canary_plan"] = canary_plan.to_dict()
+        if not self.check_mode:
+            raise DeployError(
+                "strategy.canary of {0}: this version plans the canary (--check shows the plan) but does not run its "
+                "steps yet. Remove strategy.canary to deploy with a rolling update. Nothing was applied.".format(name),
+                canary_plan=found["canary_plan"])
+        # The apply steps below still dry-run the model's objects as a rolling update would change them.
+        self.warnings.append("--check of {0}: the plan is the 'Preflight | Canary plan' step; the dry run and diff "
+                             "that follow show a rolling update's changes, while the canary leaves Deployment {0}'s "
+                             "template as it is until the promotion.".format(name))
+        return "\n    ".join(canary_plan.lines())
+
     def _gpu(self, found: Dict[str, Any]) -> str:
         model, name, namespace = found["model"], found["name"], found["namespace"]
         gpu = model.get("gpu") or {}
@@ -284,7 +344,11 @@ class Engine:
             return "skipped ({0}_gpu_preflight is false)".format(KNOB_PREFIX)
         if int(gpu.get("count", 0)) <= 0 or int(found["replicas"]) <= 0:
             return "skipped (no GPU requested)"
-        strategy = model.get("strategy") or {}
+        strategy = dict(model.get("strategy") or {})
+        canary_plan = found.get("canary_plan")
+        if canary_plan:
+            # The canary's pods run beside the stable ones: its peak must fit at once, as a surge of that many pods.
+            strategy = {"type": ROLLING_UPDATE, "max_surge": int(canary_plan["extra_pods"]), "max_unavailable": 0}
         params = dict(GPU_CHECK_DEFAULTS, namespace=namespace, deployment=name, resource_name=gpu["resource"],
                       gpus_per_replica=int(gpu["count"]), replicas=int(found["replicas"]),
                       node_selector=found["node_selector"], tolerations=found["tolerations"],
@@ -310,7 +374,8 @@ class Engine:
                 "autoscaling.max_replicas of {n} is {m}, but only {f} replicas fit the GPU quota and nodes now: the "
                 "HorizontalPodAutoscaler will leave pods Pending above that.".format(
                     n=name, m=autoscaling.get("max_replicas"), f=fit_max))
-        return str(result.get("msg") or "fits")
+        counted = "with the canary's {0} more pod(s) at its peak: ".format(canary_plan["extra_pods"]) if canary_plan else ""
+        return counted + str(result.get("msg") or "fits")
 
     def _render(self, found: Dict[str, Any]) -> None:
         args, model = self.args, found["model"]
