@@ -9,7 +9,7 @@ its own metrics at each step, and is promoted or aborted. One concern per module
   actually expressed, the pods the GPU preflight must count;
 - :mod:`.traffic`: the objects of a step: the canary's Deployment from the stable one, the Services of each version,
   Gateway API ``HTTPRoute``, Istio ``VirtualService`` and ``DestinationRule``;
-- :mod:`.exposition`: a parser of the Prometheus text format (the controller has no prometheus_client);
+- :mod:`.exposition`: the samples of a Prometheus text exposition, read with prometheus_client's parser;
 - :mod:`.analysis`: requests, error ratio and p99 per version from two scrapes, and the verdict of a step.
 - :mod:`.state`: where a canary stands in the cluster: the stable pods' hash, each version's pods, the step an
   interrupted run left it in.
