@@ -232,7 +232,8 @@ def judge(canary: VersionStats, stable: VersionStats, bounds: Bounds) -> Verdict
 
 def _latency_reasons(canary: VersionStats, stable: VersionStats, stable_known: bool, bounds: Bounds,
                      reasons: List[str], notes: List[str]) -> None:
-    assert canary.p99 is not None
+    if canary.p99 is None:  # called only when the canary has a p99
+        raise AssertionError("the canary's p99 is needed")
     shown = _latency(canary.p99, canary.p99_beyond)
     # Beyond the last bucket the real p99 is unknown but above it: judged as over any bound.
     if bounds.max_p99_seconds is not None and (canary.p99_beyond or canary.p99 > bounds.max_p99_seconds):

@@ -24,6 +24,7 @@ semantic checks, so a bad canary fails the catalog check and the deploy's input 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -63,7 +64,7 @@ def parse_duration(value: Any) -> float:
             raise DurationError("%r is negative: write %s" % (value, DURATION_EXPECTED))
         return float(value)
     if isinstance(value, float):
-        if value < 0 or value != value:
+        if value < 0 or math.isnan(value):
             raise DurationError("%r is not %s" % (value, DURATION_EXPECTED))
         return value
     if not isinstance(value, str) or not re.match(DURATION_PATTERN, value):

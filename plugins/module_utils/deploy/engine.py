@@ -301,7 +301,8 @@ class Engine:
         run yet, so outside check mode a canary stops the deploy here, before anything is applied."""
         model, name, namespace = found["model"], found["name"], found["namespace"]
         canary = canary_of(model)
-        assert canary is not None
+        if canary is None:  # called only for an entry with strategy.canary
+            raise AssertionError("the entry has no strategy.canary")
         if found["snapshot"]["deployment"] is None:
             return "first deploy of {0}: no stable version to run a canary against, a plain deploy".format(name)
         served = set()

@@ -13,7 +13,8 @@ import pytest
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.engine import Engine
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import DeployError
 
-from test_engine import NS, OK, FakeApi, ScriptedRollout, api, args, run, step_names  # noqa: F401 (api: fixture)
+# api is a fixture of test_engine, used by name.
+from test_engine import OK, FakeApi, ScriptedRollout, api, args, run, step_names  # noqa: F401  # pylint: disable=unused-import
 
 CANARY = {"steps": [{"weight": 10, "pause": "2m"}, {"weight": 50, "pause": "5m"}],
           "analysis": {"error_ratio": {"max": 0.02}}}
