@@ -67,10 +67,10 @@ class ActionModule(ActionBase):
         model = args["model"] or "the model"
         failed = [name for name in names if name not in remaining]
         if failed:
+            pronoun = "it" if len(failed) == 1 else "them"
             raise AnsibleActionFail(
                 "the checks above failed on {0}: nothing is applied on any cluster of this run ({1}). Fix what they "
-                "name, or leave {2} out of the run (--limit).".format(", ".join(failed), ", ".join(names),
-                                                                       "it" if len(failed) == 1 else "them"))
+                "name, or leave {2} out of the run (--limit).".format(", ".join(failed), ", ".join(names), pronoun))
         hostvars = variables.get("hostvars") or {}
         single = names == ["localhost"]
         try:

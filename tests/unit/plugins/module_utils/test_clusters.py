@@ -36,9 +36,11 @@ def host(name: str, **variables: Any) -> Dict[str, Any]:
 
 def three(**preferences: int) -> List[Cluster]:
     """Clusters a, b, c (in that inventory order), each with its own context."""
-    return clusters_from_hosts([host(n, ai_serving_context=n, **({"ai_serving_cluster_preference": preferences[n]}
-                                                                  if n in preferences else {}))
-                                for n in ("a", "b", "c")])
+    hosts = []
+    for name in ("a", "b", "c"):
+        extra = {"ai_serving_cluster_preference": preferences[name]} if name in preferences else {}
+        hosts.append(host(name, ai_serving_context=name, **extra))
+    return clusters_from_hosts(hosts)
 
 
 # ---- the clusters of a run ----
@@ -261,8 +263,8 @@ def test_batches_cut_like_serial(waves: List[Any], expected: List[List[str]]) ->
 def test_summary_rows_say_what_happened_where() -> None:
     clusters = three()
     selection = Selection(targets=["a", "b"], skipped={"c": "does not fit: quota"})
-    rows = summary_rows(clusters, selection, {"a": {"failed": True, "msg": "rollout failed. Nothing was applied. "
-                                                                            "More advice"}}, version="1.4.0")
+    failed = {"a": {"failed": True, "msg": "rollout failed. Nothing was applied. More advice"}}
+    rows = summary_rows(clusters, selection, failed, version="1.4.0")
     assert rows == [
         {"cluster": "a", "label": "", "result": "failed", "version": "", "detail": "rollout failed. Nothing was applied."},
         {"cluster": "b", "label": "", "result": "not started", "version": "",
