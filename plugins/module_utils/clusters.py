@@ -317,6 +317,42 @@ def short_reason(message: str, limit: int = 700) -> str:
 
 
 # --------------------------------------------------------------------------
+# A cluster's overrides of a catalog entry
+# --------------------------------------------------------------------------
+
+#: What a cluster's overrides may not change: the runtime (the role), placement (decided across clusters),
+#: the environments (the inventory's) and the name.
+NOT_PER_CLUSTER = ("runtime", "placement", "environments", "name")
+
+
+def with_cluster_overrides(catalog: Mapping[str, Any], name: str, environment: Optional[str],
+                           overrides: Any, cluster: str = "this cluster") -> Dict[str, Any]:
+    """Model ``name`` resolved for ``environment`` with the cluster's ``overrides`` (its host variable
+    ``ai_serving_model_overrides[name]``) deep-merged over it by the catalog's rules (dicts key by key, lists and
+    scalars replace, null removes), validated and defaulted like any entry; raises ClusterError naming the cluster.
+    """
+    from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import (
+        CatalogError,
+        deep_merge,
+        merge_environment,
+        resolve_model,
+    )
+
+    where = "ai_serving_model_overrides.{0} of cluster {1}".format(name, cluster)
+    if not isinstance(overrides, Mapping):
+        raise ClusterError(["{0} is {1!r}: expected a dict of catalog fields".format(where, overrides)])
+    fixed = [key for key in NOT_PER_CLUSTER if key in overrides]
+    if fixed:
+        raise ClusterError(["{0} sets {1}, which a cluster cannot override (the catalog entry decides)".format(
+            where, ", ".join(fixed))])
+    merged = deep_merge(merge_environment(catalog[name], environment), overrides)
+    try:
+        return resolve_model({name: merged}, name)
+    except CatalogError as err:
+        raise ClusterError(err.problems, summary="the catalog entry {0} with {1} is not valid".format(name, where))
+
+
+# --------------------------------------------------------------------------
 # Waves
 # --------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.clusters i
     select,
     short_reason,
     summary_rows,
+    with_cluster_overrides,
 )
 
 
@@ -293,3 +294,30 @@ def test_format_summary_aligns_columns() -> None:
         "a          -      ok       1.4.0",
         "long-name  eu     skipped  -        fits, but ...",
     ]
+
+
+# ---- a cluster's overrides of an entry ----
+
+CATALOG = {"m": {"runtime": "tf_serving", "image": {"repository": "registry.example/m", "tag": "1"},
+                 "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+                 "tf_serving": {"model_name": "m", "model_base_path": "/models/m"},
+                 "node_selector": {"pool": "gpu"}, "environments": {"prod": {"replicas": 3}}}}
+
+
+def test_cluster_overrides_merge_after_the_environment() -> None:
+    resolved = with_cluster_overrides(CATALOG, "m", "prod", {"image": {"repository": "mirror.eu/m"},
+                                                             "node_selector": {"pool": None, "zone": "eu-1"}}, "eu")
+    assert resolved["image"] == {"repository": "mirror.eu/m", "tag": "1", "pull_policy": "IfNotPresent"}
+    assert resolved["node_selector"] == {"zone": "eu-1"}  # null removes, as in the catalog
+    assert resolved["replicas"] == 3 and resolved["name"] == "m"
+
+
+def test_cluster_overrides_are_validated_and_named() -> None:
+    with pytest.raises(ClusterError) as err:
+        with_cluster_overrides(CATALOG, "m", None, {"replicas": -1}, "eu")
+    assert str(err.value).startswith("the catalog entry m with ai_serving_model_overrides.m of cluster eu is not valid")
+    assert "models.m.replicas: -1" in str(err.value)
+    with pytest.raises(ClusterError, match="of cluster eu sets runtime, placement, which a cluster cannot override"):
+        with_cluster_overrides(CATALOG, "m", None, {"runtime": "triton", "placement": "all"}, "eu")
+    with pytest.raises(ClusterError, match=r"ai_serving_model_overrides.m of cluster eu is \['x'\]: expected a dict"):
+        with_cluster_overrides(CATALOG, "m", None, ["x"], "eu")
