@@ -24,6 +24,7 @@ ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     waves=dict(type="raw"),
     require_all=dict(type="bool", default=False),
     preflight_var=dict(type="str", default="__ai_serving_preflight"),
+    where_runs=dict(type="bool", default=False),
 )
 
 #: The host variables a cluster is described by.
@@ -91,12 +92,15 @@ class ActionModule(ActionBase):
                 if problems:
                     raise _clusters.ClusterError(problems, summary="ai_serving_require_all_clusters is true and the "
                                                                    "preflight failed; nothing was applied anywhere")
-            if placement.kind == "fit" and len(preflights) < len(clusters):
+            if (placement.kind == "fit" or args["where_runs"]) and len(preflights) < len(clusters):
                 missing = [c.name for c in clusters if c.name not in preflights]
                 raise _clusters.ClusterError(["no preflight result for {0} (the host variable {1}): placement fit "
-                                              "needs one per cluster".format(", ".join(missing),
+                                              "or where_runs needs one per cluster".format(", ".join(missing),
                                                                              args["preflight_var"])])
-            selection = _clusters.select(placement, clusters, preflights, model)
+            if args["where_runs"]:
+                selection = _clusters.select_where_runs(clusters, preflights, model)
+            else:
+                selection = _clusters.select(placement, clusters, preflights, model)
         except _clusters.ClusterError as err:
             raise AnsibleActionFail(str(err)) from err
         for note in selection.notes:

@@ -279,6 +279,18 @@ def select(placement: Placement, clusters: Sequence[Cluster], preflights: Option
     return Selection(targets=targets, skipped=skipped, notes=notes)
 
 
+def select_where_runs(clusters: Sequence[Cluster], preflights: Mapping[str, Preflight],
+                      model: str = "the model") -> Selection:
+    """The clusters where ``model`` runs (its Deployment exists), for a rollback of a model placed by GPU fit; the
+    others are skipped. None: ClusterError (nothing to roll back)."""
+    targets = [c.name for c in clusters if (preflights.get(c.name) or Preflight(False)).runs]
+    if not targets:
+        raise ClusterError(["{0} is not deployed on any cluster of this run ({1}): nothing to roll back".format(
+            model, ", ".join(c.name for c in clusters))])
+    return Selection(targets=targets, skipped={c.name: "the model is not deployed here" for c in clusters
+                                               if c.name not in targets})
+
+
 def require_all_problems(clusters: Sequence[Cluster], preflights: Mapping[str, Preflight],
                          placement: Placement) -> List[str]:
     """With ``ai_serving_require_all_clusters``: the clusters whose preflight failed, where that must stop the run.

@@ -55,6 +55,12 @@ options:
       - The host variable that holds each cluster's preflight, C({fits, runs, msg}).
     type: str
     default: __ai_serving_preflight
+  where_runs:
+    description:
+      - Target the clusters whose O(preflight_var) says the model runs there (C(runs)), whatever the placement - a
+        rollback of a model placed by GPU fit. None - a failure (nothing to roll back).
+    type: bool
+    default: false
 attributes:
   action:
     support: full

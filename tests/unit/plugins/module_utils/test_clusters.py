@@ -25,6 +25,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.clusters i
     placement_problems,
     require_all_problems,
     select,
+    select_where_runs,
     short_reason,
     summary_rows,
     with_cluster_overrides,
@@ -321,3 +322,11 @@ def test_cluster_overrides_are_validated_and_named() -> None:
         with_cluster_overrides(CATALOG, "m", None, {"runtime": "triton", "placement": "all"}, "eu")
     with pytest.raises(ClusterError, match=r"ai_serving_model_overrides.m of cluster eu is \['x'\]: expected a dict"):
         with_cluster_overrides(CATALOG, "m", None, ["x"], "eu")
+
+
+def test_select_where_runs_for_a_rollback() -> None:
+    found = {"a": Preflight(False, False), "b": Preflight(True, True), "c": Preflight(True, True)}
+    chosen = select_where_runs(three(), found, "m")
+    assert chosen.targets == ["b", "c"] and chosen.skipped == {"a": "the model is not deployed here"}
+    with pytest.raises(ClusterError, match=r"m is not deployed on any cluster of this run \(a, b, c\): nothing to roll"):
+        select_where_runs(three(), {}, "m")
