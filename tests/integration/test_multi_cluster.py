@@ -128,6 +128,9 @@ def inventory(tmp_path: Path, kubeconfigs: Dict[str, str], models: Dict[str, Any
     }}}}))
     (path / "group_vars" / "all" / "main.yml").write_text(yaml.safe_dump({
         "ai_serving_environment": "local", "ai_serving_models": models}))
+    # The local inventory's namespace baseline (quota, labels...), for bootstrap_cluster.yml.
+    (path / "group_vars" / "all" / "namespace.yml").write_text(
+        (REPO_ROOT / "inventories" / "local" / "group_vars" / "all" / "namespace.yml").read_text())
     return path
 
 
@@ -205,6 +208,46 @@ def test_deploy_to_all_three_in_parallel_then_nothing_changes(tmp_path: Path, ku
         assert again.returncode == 0, again.explain()
         assert {h: r["changed"] for h, r in recaps(again).items()} == {h: 0 for h in NAMES}, again.explain()
         assert {h: r["result"] for h, r in summary(again).items()} == {h: "ok" for h in NAMES}
+
+
+# --------------------------------------------------------------------------- every playbook on every cluster
+
+
+def test_bootstrap_deploy_rollback_undeploy_on_every_cluster(tmp_path: Path, kubeconfigs, apis) -> None:
+    from kubernetes.client.rest import ApiException
+
+    name = f"t-multi-boot-{uuid.uuid4().hex[:6]}"
+    try:
+        boot = run(inventory(tmp_path, kubeconfigs, catalog()), name, "bootstrap_cluster.yml")
+        assert boot.returncode == 0, boot.explain()
+        assert {h: r["result"] for h, r in summary(boot).items()} == {h: "done" for h in NAMES}
+        for host in NAMES:  # the baseline, on each cluster
+            assert apis[host]["core"].read_namespaced_resource_quota("ai-serving-quota", name).spec.hard
+
+        assert run(inventory(tmp_path, kubeconfigs, catalog()), name).returncode == 0
+        newer = catalog(image={"repository": "registry.creativeflow.ai/models/image-classifier", "tag": "1.4.1"})
+        updated = run(inventory(tmp_path, kubeconfigs, newer), name)
+        assert updated.returncode == 0, updated.explain()
+        assert [image_tag(apis, h, name) for h in NAMES] == ["1.4.1"] * 3
+
+        back = run(inventory(tmp_path, kubeconfigs, newer), name, "rollback_model.yml")
+        assert back.returncode == 0, back.explain()
+        rows = summary(back)
+        assert all(rows[h]["result"] == "changed" and rows[h]["version"].startswith("revision") for h in NAMES), \
+            back.explain()
+        assert [image_tag(apis, h, name) for h in NAMES] == ["1.4.0"] * 3
+
+        gone = run(inventory(tmp_path, kubeconfigs, newer), name, "undeploy_model.yml", None, "--limit", "a,b")
+        assert gone.returncode == 0, gone.explain()
+        assert set(summary(gone)) == {"a", "b"}  # --limit: the summary covers the run's clusters
+        assert [image_tag(apis, h, name) for h in NAMES] == [None, None, "1.4.0"]
+    finally:
+        for host in NAMES:
+            try:
+                apis[host]["core"].delete_namespace(name, grace_period_seconds=0)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
 
 
 # --------------------------------------------------------------------------- waves
