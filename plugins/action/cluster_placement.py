@@ -95,8 +95,8 @@ class ActionModule(ActionBase):
             if (placement.kind == "fit" or args["where_runs"]) and len(preflights) < len(clusters):
                 missing = [c.name for c in clusters if c.name not in preflights]
                 raise _clusters.ClusterError(["no preflight result for {0} (the host variable {1}): placement fit "
-                                              "or where_runs needs one per cluster".format(", ".join(missing),
-                                                                             args["preflight_var"])])
+                                              "or where_runs needs one per cluster".format(
+                                                  ", ".join(missing), args["preflight_var"])])
             if args["where_runs"]:
                 selection = _clusters.select_where_runs(clusters, preflights, model)
             else:
