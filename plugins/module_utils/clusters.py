@@ -295,10 +295,13 @@ def require_all_problems(clusters: Sequence[Cluster], preflights: Mapping[str, P
                          placement: Placement) -> List[str]:
     """With ``ai_serving_require_all_clusters``: the clusters whose preflight failed, where that must stop the run.
 
-    For ``fit`` a cluster where the model does not fit is expected; one that cannot be reached is not.
+    For ``fit`` a cluster where the model does not fit is expected; one that cannot be reached is not. For
+    ``clusters``, only the named clusters count.
     """
     problems = []
     for cluster in clusters:
+        if placement.kind == "clusters" and cluster.name not in placement.clusters:
+            continue
         found = preflights.get(cluster.name)
         if found is None or found.fits:
             continue

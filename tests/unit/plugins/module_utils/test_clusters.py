@@ -211,6 +211,8 @@ def test_require_all() -> None:
     assert require_all_problems(three(), found, Placement(kind="fit", fit=1)) == ["b: " + UNREACHABLE]
     # all: every target must pass.
     assert require_all_problems(three(), found, Placement()) == ["a: " + GPU_FULL, "b: " + UNREACHABLE]
+    # clusters: only the named ones must pass.
+    assert require_all_problems(three(), found, Placement(kind="clusters", clusters=("b", "c"))) == ["b: " + UNREACHABLE]
     assert is_unreachable(UNREACHABLE) and not is_unreachable(GPU_FULL)
 
 
