@@ -163,6 +163,7 @@ def summary(result: Run) -> Dict[str, Dict[str, str]]:
         if not line.strip() or line.startswith(("[", "fatal", "PLAY", "TASK", "ok:", "skipping")):
             break
         cells = [line[columns[i]:columns[i + 1] if i + 1 < len(columns) else None].strip() for i in range(5)]
+        cells = ["" if cell == "-" else cell for cell in cells]  # the table's empty cell
         rows[cells[0]] = {"result": cells[2], "version": cells[3], "detail": cells[4]}
     return rows
 
