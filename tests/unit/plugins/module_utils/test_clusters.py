@@ -69,7 +69,7 @@ def test_two_hosts_reaching_one_cluster_are_refused() -> None:
         clusters_from_hosts([host("a", ai_serving_kubeconfig="/k"), host("b", ai_serving_kubeconfig="/k"),
                              host("c", ai_serving_kubeconfig="/k", ai_serving_context="c")])
     assert "clusters a and b reach the same cluster (kubeconfig /k, context (its current context))" in str(err.value)
-    assert " c " not in str(err.value).split("reach")[0]
+    assert " c " not in str(err.value).split("reach", maxsplit=1)[0]
 
 
 def test_host_and_token_is_a_connection() -> None:
