@@ -18,6 +18,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.clusters import ClusterError, with_cluster_overrides
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import (
     ENVIRONMENTS,
     HAS_JSONSCHEMA,
@@ -35,6 +36,8 @@ ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = dict(
     model=dict(type="str"),
     require_model=dict(type="bool", default=False),
     environment=dict(type="str", choices=list(ENVIRONMENTS)),
+    overrides=dict(type="raw"),
+    cluster=dict(type="str"),
 )
 
 
@@ -70,6 +73,13 @@ class ActionModule(ActionBase):
             found: Dict[str, Any] = {"models": model_names(catalog)}
             if model is not None:
                 found["model"] = resolve_model(catalog, model, environment)
+                overrides = _as_module_sees_it(args["overrides"]) if args["overrides"] is not None else None
+                if overrides:
+                    found["model"] = with_cluster_overrides(catalog, model, environment, overrides,
+                                                            args["cluster"] or "this cluster")
+        except ClusterError as exc:
+            result.update(failed=True, msg=str(exc), problems=exc.problems)
+            return result
         except UnknownModelError as exc:
             result.update(failed=True, msg=str(exc), problems=exc.problems, known_models=exc.known)
             return result

@@ -294,6 +294,17 @@ _PROBE = _object({
 })
 _RESOURCE_LIST = _object({name: _QUANTITY for name in CONTAINER_RESOURCES})
 
+# all (every cluster of the run), the named clusters, or the first N clusters where the model fits.
+_PLACEMENT = {
+    "anyOf": [
+        {"const": "all"},
+        _object({"clusters": {"type": "array", "minItems": 1, "uniqueItems": True, "items": _string()}},
+                required=["clusters"]),
+        _object({"fit": _integer(1)}, required=["fit"]),
+    ],
+    "x-expected": "all, {clusters: [cluster names]} (each once) or {fit: N} (N >= 1)",
+}
+
 # Each runtime's section, from its record.
 _RUNTIME_SCHEMAS: dict[str, dict[str, Any]] = _runtimes.section_schemas()
 
@@ -435,6 +446,9 @@ def _entry_properties(environments: Sequence[str]) -> dict[str, Any]:
         "smoke": SMOKE_SCHEMA,
         # The shared knobs this model sets for itself (module_utils/knobs.py).
         "deploy": _knobs.catalog_schema(),
+        # Which of the inventory's clusters run the model (module_utils/clusters.py checks the names and N
+        # against the run's clusters).
+        "placement": _PLACEMENT,
         "environments": {
             "type": "object",
             "propertyNames": {"enum": list(environments)},

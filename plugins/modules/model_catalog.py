@@ -72,6 +72,18 @@ options:
       - When omitted, the entry is returned as written, without any environment's overrides.
     type: str
     choices: [local, dev, prod]
+  overrides:
+    description:
+      - One cluster's overrides of the entry of O(model) (in an inventory of several clusters, the cluster host's
+        C(ai_serving_model_overrides[model])), deep-merged over it after O(environment)'s by the same rules, then
+        validated like any entry - a node pool's C(node_selector), a registry mirror's C(image.repository)...
+      - C(runtime), C(placement), C(environments) and C(name) cannot be overridden per cluster.
+      - Empty or omitted - none.
+    type: raw
+  cluster:
+    description:
+      - The cluster whose O(overrides) these are, for messages (usually V({{ inventory_hostname }})).
+    type: str
 notes:
   - The whole catalog is validated, for every environment, whether or not O(model) is given, so a broken entry
     is caught by whichever model is deployed next.
@@ -143,6 +155,7 @@ known_models:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.clusters import ClusterError, with_cluster_overrides
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.catalog import (
     ENVIRONMENTS,
     HAS_JSONSCHEMA,
@@ -163,6 +176,8 @@ def argument_spec() -> dict:
         model=dict(type="str"),
         require_model=dict(type="bool", default=False),
         environment=dict(type="str", choices=list(ENVIRONMENTS)),
+        overrides=dict(type="raw"),
+        cluster=dict(type="str"),
     )
 
 
@@ -176,6 +191,13 @@ def run(module: AnsibleModule) -> dict:
     result: dict = dict(changed=False, models=model_names(catalog))
     if module.params["model"] is not None:
         result["model"] = resolve_model(catalog, module.params["model"], module.params["environment"])
+        if module.params["overrides"]:
+            try:
+                result["model"] = with_cluster_overrides(catalog, module.params["model"], module.params["environment"],
+                                                         module.params["overrides"],
+                                                         module.params["cluster"] or "this cluster")
+            except ClusterError as exc:
+                module.fail_json(msg=str(exc), problems=exc.problems, changed=False)
     for warning in availability_warnings(catalog, model=module.params["model"], environment=module.params["environment"]):
         module.warn(warning)
     return result

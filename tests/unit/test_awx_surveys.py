@@ -246,12 +246,13 @@ def test_environments_match_the_inventories() -> None:
         )
 
 
-def test_credential_type_is_consistent() -> None:
+@pytest.mark.parametrize("definition", ["ai_serving_awx_credential_type", "ai_serving_awx_multi_cluster_credential_type"])
+def test_credential_type_is_consistent(definition: str) -> None:
     """AWX's rules for a credential type (awx/main/fields.py, CredentialInputField and
     CredentialTypeInjectorField): fields with id, label and type string/boolean, required
     ids among them, injectors referencing only inputs and tower.filename.<file>; only
     cloud and net kinds can be created."""
-    ctype = DEFINITIONS["ai_serving_awx_credential_type"]
+    ctype = DEFINITIONS[definition]
     assert ctype["kind"] in ("cloud", "net")
     fields = ctype["inputs"]["fields"]
     ids = [f["id"] for f in fields]
@@ -277,8 +278,13 @@ def test_credential_type_is_consistent() -> None:
                 if ref in template:
                     assert template.split(ref, 1)[1].split()[0].strip("}") in files
     # What the playbooks read: the kubeconfig and the context, as extra variables
-    # that beat the inventory's ~/.kube paths.
-    assert {"ai_serving_kubeconfig", "ai_serving_context"} <= set(injectors["extra_vars"])
+    # that beat the inventory's ~/.kube paths; for several clusters the kubeconfig
+    # only: an injected context would beat every cluster host's own.
+    if definition == "ai_serving_awx_credential_type":
+        assert {"ai_serving_kubeconfig", "ai_serving_context"} <= set(injectors["extra_vars"])
+    else:
+        assert set(injectors["extra_vars"]) == {"ai_serving_kubeconfig"}
+        assert "K8S_AUTH_CONTEXT" not in injectors.get("env", {})
 
 
 def test_configure_playbook_reads_these_definitions() -> None:
