@@ -78,5 +78,5 @@ def test_warning_headers_are_read_with_kubernetes_core_only_when_there_is_one() 
     probe = ("import sys; import ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.engine; "
              "print(sorted(m for m in sys.modules if m.endswith('k8s.service') or m == 'ansible.module_utils.urls'))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": ":".join(sys.path)})
+                         env={"PYTHONPATH": ":".join(sys.path), "PYTHONDONTWRITEBYTECODE": "1"})
     assert out.stdout.strip() == "[]"
