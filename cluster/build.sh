@@ -3,7 +3,10 @@
 # per-version cache under ~/.cache (never into the repo). Idempotent: a binary
 # that is already cached is not rebuilt.
 #
-#   cluster/build.sh [all|kube|etcd|kwok|helm|pause]...
+#   cluster/build.sh [all|kube|etcd|kwok|helm|pause|ollama]...
+#
+# `ollama` is not part of `all` (the cluster does not need it): the Ollama
+# server for the real node's LLM example, with cgo (llama.cpp/ggml for CPU).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -139,6 +142,37 @@ build_pause() {
   mv "${out}/pause.tmp" "${out}/pause"
 }
 
+# Ollama for the real node: `go install` of the pinned tag (its go.mod has no
+# replace lines), with cgo: llama.cpp and ggml's CPU backend are compiled in
+# (C/C++ from the module zip, gcc/g++ from Debian). No GPU backend. The build
+# time and the binary's size are written beside it (build.txt).
+build_ollama() {
+  local out="${BIN_DIR}/ollama-${OLLAMA_VERSION}"
+  [[ -x "${out}/ollama" ]] && return 0
+  command -v gcc >/dev/null && command -v g++ >/dev/null ||
+    die "gcc and g++ are needed (Ollama compiles llama.cpp with cgo): run hack/deps.sh"
+  require_go
+  check_proxy "github.com/ollama/ollama@${OLLAMA_VERSION}"
+  mkdir -p "${out}"
+  log "building ollama ${OLLAMA_VERSION} with cgo for CPU (cold: 10-30 min on 2 cores)"
+  local started=${SECONDS} tmp
+  tmp=$(mktemp -d "${out}/gobin.XXXXXX")
+  # The version ldflags of upstream's scripts/env.sh: `ollama --version` and the
+  # server's /api/version report the tag, and gin runs in release mode.
+  CGO_ENABLED=1 GOBIN="${tmp}" go install -trimpath \
+    -ldflags "-s -w -X github.com/ollama/ollama/version.Version=${OLLAMA_VERSION#v} -X github.com/ollama/ollama/server.mode=release" \
+    "github.com/ollama/ollama@${OLLAMA_VERSION}" 2>"${out}/build.log" || {
+    tail -n 20 "${out}/build.log" >&2
+    rm -rf "${tmp}"
+    die "could not build ollama ${OLLAMA_VERSION} (log: ${out}/build.log)"
+  }
+  mv "${tmp}/ollama" "${out}/ollama"
+  rm -rf "${tmp}"
+  printf 'version=%s\nbuild_seconds=%s\nsize_bytes=%s\ngo=%s\ngcc=%s\n' "${OLLAMA_VERSION}" "$((SECONDS - started))" \
+    "$(stat -c %s "${out}/ollama")" "$(go env GOVERSION)" "$(gcc -dumpfullversion)" >"${out}/build.txt"
+  log "ollama ${OLLAMA_VERSION} built in $((SECONDS - started)) s: ${out}/ollama ($(du -h "${out}/ollama" | cut -f1))"
+}
+
 targets=("$@")
 [[ ${#targets[@]} -eq 0 ]] && targets=(all)
 for t in "${targets[@]}"; do
@@ -149,6 +183,7 @@ for t in "${targets[@]}"; do
     etcd) build_etcd ;;
     kwok) build_kwok ;;
     helm) build_helm ;;
-    *) die "unknown build target '${t}': use all, kube, etcd, kwok, helm or pause" ;;
+    ollama) build_ollama ;;
+    *) die "unknown build target '${t}': use all, kube, etcd, kwok, helm, pause or ollama" ;;
   esac
 done
