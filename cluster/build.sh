@@ -142,6 +142,30 @@ build_pause() {
   mv "${out}/pause.tmp" "${out}/pause"
 }
 
+# The module zip of github.com/ollama/ollama has no llama/llama.cpp/vendor/
+# (Go module zips leave out every directory named vendor), whose header-only
+# libraries its cgo code includes: nlohmann/json and stb come from Debian
+# (nlohmann-json3-dev, libstb-dev: on the system include path), miniaudio from
+# the sdist of PyPI's `miniaudio` (MINIAUDIO_SDIST_VERSION), which carries
+# miniaudio/miniaudio.h: no Debian package has it. Prints the include directory.
+ollama_vendor() {
+  local dir="${CACHE_DIR}/src/ollama-vendor-miniaudio-${MINIAUDIO_SDIST_VERSION}" tmp
+  [[ -f /usr/include/nlohmann/json_fwd.hpp && -f /usr/include/stb/stb_image.h ]] ||
+    die "nlohmann/json or stb headers missing (llama.cpp's vendor/ is not in Ollama's module zip): run hack/deps.sh (nlohmann-json3-dev, libstb-dev)"
+  if [[ ! -s "${dir}/miniaudio/miniaudio.h" ]]; then
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+      "miniaudio==${MINIAUDIO_SDIST_VERSION}" -d "${tmp}" >&2 ||
+      die "could not download the sdist of PyPI's miniaudio ${MINIAUDIO_SDIST_VERSION} (it carries miniaudio.h)"
+    mkdir -p "${dir}/miniaudio"
+    tar -xzf "${tmp}/miniaudio-${MINIAUDIO_SDIST_VERSION}.tar.gz" -O "miniaudio-${MINIAUDIO_SDIST_VERSION}/miniaudio/miniaudio.h" \
+      >"${dir}/miniaudio/miniaudio.h.tmp" || die "no miniaudio/miniaudio.h in the miniaudio ${MINIAUDIO_SDIST_VERSION} sdist"
+    mv "${dir}/miniaudio/miniaudio.h.tmp" "${dir}/miniaudio/miniaudio.h"
+    rm -rf "${tmp}"
+  fi
+  echo "${dir}"
+}
+
 # Ollama for the real node: `go install` of the pinned tag (its go.mod has no
 # replace lines), with cgo: llama.cpp and ggml's CPU backend are compiled in
 # (C/C++ from the module zip, gcc/g++ from Debian). No GPU backend. The build
@@ -154,12 +178,15 @@ build_ollama() {
   require_go
   check_proxy "github.com/ollama/ollama@${OLLAMA_VERSION}"
   mkdir -p "${out}"
+  local vendor started=${SECONDS} tmp
+  vendor=$(ollama_vendor)
   log "building ollama ${OLLAMA_VERSION} with cgo for CPU (cold: 10-30 min on 2 cores)"
-  local started=${SECONDS} tmp
   tmp=$(mktemp -d "${out}/gobin.XXXXXX")
   # The version ldflags of upstream's scripts/env.sh: `ollama --version` and the
   # server's /api/version report the tag, and gin runs in release mode.
-  CGO_ENABLED=1 GOBIN="${tmp}" go install -trimpath \
+  # miniaudio.h through gcc's own include path: a CGO_CPPFLAGS change would be part of every
+  # cgo package's build cache key and rebuild all of llama.cpp.
+  CGO_ENABLED=1 CPLUS_INCLUDE_PATH="${vendor}${CPLUS_INCLUDE_PATH:+:${CPLUS_INCLUDE_PATH}}" GOBIN="${tmp}" go install -trimpath \
     -ldflags "-s -w -X github.com/ollama/ollama/version.Version=${OLLAMA_VERSION#v} -X github.com/ollama/ollama/server.mode=release" \
     "github.com/ollama/ollama@${OLLAMA_VERSION}" 2>"${out}/build.log" || {
     tail -n 20 "${out}/build.log" >&2
