@@ -3,7 +3,10 @@
 # per-version cache under ~/.cache (never into the repo). Idempotent: a binary
 # that is already cached is not rebuilt.
 #
-#   cluster/build.sh [all|kube|etcd|kwok|helm|pause]...
+#   cluster/build.sh [all|kube|etcd|kwok|helm|pause|ollama]...
+#
+# `ollama` is not part of `all` (the cluster does not need it): the Ollama
+# server for the real node's LLM example, with cgo (llama.cpp/ggml for CPU).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -139,6 +142,64 @@ build_pause() {
   mv "${out}/pause.tmp" "${out}/pause"
 }
 
+# The module zip of github.com/ollama/ollama has no llama/llama.cpp/vendor/
+# (Go module zips leave out every directory named vendor), whose header-only
+# libraries its cgo code includes: nlohmann/json and stb come from Debian
+# (nlohmann-json3-dev, libstb-dev: on the system include path), miniaudio from
+# the sdist of PyPI's `miniaudio` (MINIAUDIO_SDIST_VERSION), which carries
+# miniaudio/miniaudio.h: no Debian package has it. Prints the include directory.
+ollama_vendor() {
+  local dir="${CACHE_DIR}/src/ollama-vendor-miniaudio-${MINIAUDIO_SDIST_VERSION}" tmp
+  [[ -f /usr/include/nlohmann/json_fwd.hpp && -f /usr/include/stb/stb_image.h ]] ||
+    die "nlohmann/json or stb headers missing (llama.cpp's vendor/ is not in Ollama's module zip): run hack/deps.sh (nlohmann-json3-dev, libstb-dev)"
+  if [[ ! -s "${dir}/miniaudio/miniaudio.h" ]]; then
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+      "miniaudio==${MINIAUDIO_SDIST_VERSION}" -d "${tmp}" >&2 ||
+      die "could not download the sdist of PyPI's miniaudio ${MINIAUDIO_SDIST_VERSION} (it carries miniaudio.h)"
+    mkdir -p "${dir}/miniaudio"
+    tar -xzf "${tmp}/miniaudio-${MINIAUDIO_SDIST_VERSION}.tar.gz" -O "miniaudio-${MINIAUDIO_SDIST_VERSION}/miniaudio/miniaudio.h" \
+      >"${dir}/miniaudio/miniaudio.h.tmp" || die "no miniaudio/miniaudio.h in the miniaudio ${MINIAUDIO_SDIST_VERSION} sdist"
+    mv "${dir}/miniaudio/miniaudio.h.tmp" "${dir}/miniaudio/miniaudio.h"
+    rm -rf "${tmp}"
+  fi
+  echo "${dir}"
+}
+
+# Ollama for the real node: `go install` of the pinned tag (its go.mod has no
+# replace lines), with cgo: llama.cpp and ggml's CPU backend are compiled in
+# (C/C++ from the module zip, gcc/g++ from Debian). No GPU backend. The build
+# time and the binary's size are written beside it (build.txt).
+build_ollama() {
+  local out="${BIN_DIR}/ollama-${OLLAMA_VERSION}"
+  [[ -x "${out}/ollama" ]] && return 0
+  command -v gcc >/dev/null && command -v g++ >/dev/null ||
+    die "gcc and g++ are needed (Ollama compiles llama.cpp with cgo): run hack/deps.sh"
+  require_go
+  check_proxy "github.com/ollama/ollama@${OLLAMA_VERSION}"
+  mkdir -p "${out}"
+  local vendor started=${SECONDS} tmp
+  vendor=$(ollama_vendor)
+  log "building ollama ${OLLAMA_VERSION} with cgo for CPU (cold: 10-30 min on 2 cores)"
+  tmp=$(mktemp -d "${out}/gobin.XXXXXX")
+  # The version ldflags of upstream's scripts/env.sh: `ollama --version` and the
+  # server's /api/version report the tag, and gin runs in release mode.
+  # miniaudio.h through gcc's own include path: a CGO_CPPFLAGS change would be part of every
+  # cgo package's build cache key and rebuild all of llama.cpp.
+  CGO_ENABLED=1 CPLUS_INCLUDE_PATH="${vendor}${CPLUS_INCLUDE_PATH:+:${CPLUS_INCLUDE_PATH}}" GOBIN="${tmp}" go install -trimpath \
+    -ldflags "-s -w -X github.com/ollama/ollama/version.Version=${OLLAMA_VERSION#v} -X github.com/ollama/ollama/server.mode=release" \
+    "github.com/ollama/ollama@${OLLAMA_VERSION}" 2>"${out}/build.log" || {
+    tail -n 20 "${out}/build.log" >&2
+    rm -rf "${tmp}"
+    die "could not build ollama ${OLLAMA_VERSION} (log: ${out}/build.log)"
+  }
+  mv "${tmp}/ollama" "${out}/ollama"
+  rm -rf "${tmp}"
+  printf 'version=%s\nbuild_seconds=%s\nsize_bytes=%s\ngo=%s\ngcc=%s\n' "${OLLAMA_VERSION}" "$((SECONDS - started))" \
+    "$(stat -c %s "${out}/ollama")" "$(go env GOVERSION)" "$(gcc -dumpfullversion)" >"${out}/build.txt"
+  log "ollama ${OLLAMA_VERSION} built in $((SECONDS - started)) s: ${out}/ollama ($(du -h "${out}/ollama" | cut -f1))"
+}
+
 targets=("$@")
 [[ ${#targets[@]} -eq 0 ]] && targets=(all)
 for t in "${targets[@]}"; do
@@ -149,6 +210,7 @@ for t in "${targets[@]}"; do
     etcd) build_etcd ;;
     kwok) build_kwok ;;
     helm) build_helm ;;
-    *) die "unknown build target '${t}': use all, kube, etcd, kwok, helm or pause" ;;
+    ollama) build_ollama ;;
+    *) die "unknown build target '${t}': use all, kube, etcd, kwok, helm, pause or ollama" ;;
   esac
 done

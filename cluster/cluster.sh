@@ -10,6 +10,8 @@
 #   cluster.sh status      components and nodes
 #   cluster.sh nodes       make the nodes match the topology file again
 #   cluster.sh registry    print the local image registry's host:port (the real node pulls from it)
+#   cluster.sh pod-registry  the same registry as the real node's pods reach it (read-only, on
+#                          the bridge's gateway: Ollama pulls its models from there)
 #
 # Beside the simulated nodes, `up` starts one real node (node.sh) unless
 # AI_SERVING_REAL_NODE=0 or the topology file has no real_node.
@@ -217,5 +219,6 @@ case "${1:-}" in
   status) cmd_status ;;
   nodes) wait_api; sync_nodes ;;
   registry) node_registry ;;
-  *) echo "usage: $0 up|down|kubeconfig|status|nodes|registry" >&2; exit 2 ;;
+  pod-registry) node_registry pods ;;
+  *) echo "usage: $0 up|down|kubeconfig|status|nodes|registry|pod-registry" >&2; exit 2 ;;
 esac

@@ -22,7 +22,7 @@ REAL_SYSCTL_FILE="${REAL_RUN_DIR}/real-node.sysctl"
 REGISTRY_DIR="${CACHE_DIR}/registry"
 NODE_DIR="${CLUSTER_DIR}/node"
 NODE_ENV="${NODE_DIR}/node.env"
-NODE_COMPONENTS=(registry containerd kubelet kube-proxy)
+NODE_COMPONENTS=(registry registry-pods containerd kubelet kube-proxy)
 # What the kubelet, kube-proxy and the CNI bridge change; read before, set back by `down`.
 REAL_SYSCTLS=(net.ipv4.ip_forward vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.conf.all.route_localnet
@@ -174,6 +174,11 @@ node_settings() {
 
 registry_address() { echo "127.0.0.1:${REGISTRY_PORT}"; }
 
+# The registry as the node's pods reach it: the bridge's gateway (the node's
+# InternalIP, where the kubelet listens too), same port. Ollama pulls its models
+# over the registry protocol from inside the pod, where 127.0.0.1 is the pod.
+pod_registry_address() { echo "$(real_gateway):${REGISTRY_PORT}"; }
+
 registry_ready() { curl -fsS -o /dev/null "http://$(registry_address)/v2/" 2>/dev/null; }
 
 start_registry() {
@@ -191,6 +196,31 @@ EOF
   local i
   for i in $(seq 1 40); do registry_ready && return 0; sleep 0.25; done
   die "the image registry did not answer on $(registry_address); see ${CLUSTER_DIR}/logs/registry.log"
+}
+
+# A second, read-only server of the same storage on the bridge's gateway, for
+# the pods (docker-registry listens on one address; 0.0.0.0 would open it to
+# the machine's network). Pushes go to 127.0.0.1 only.
+start_pod_registry() {
+  mkdir -p "${REGISTRY_DIR}"
+  cat >"${NODE_DIR}/registry-pods.yml" <<EOF
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: ${REGISTRY_DIR}}
+  maintenance:
+    uploadpurging: {enabled: false}
+    readonly: {enabled: true}
+http:
+  addr: $(pod_registry_address)
+EOF
+  start_daemon registry-pods docker-registry serve "${NODE_DIR}/registry-pods.yml"
+  local i
+  for i in $(seq 1 40); do
+    curl -fsS -o /dev/null "http://$(pod_registry_address)/v2/" 2>/dev/null && return 0
+    sleep 0.25
+  done
+  die "the pods' registry did not answer on $(pod_registry_address); see ${CLUSTER_DIR}/logs/registry-pods.log"
 }
 
 # Certificates signed by kwokctl's CA: the kubelet's serving certificate (the
@@ -412,6 +442,7 @@ node_up() {
   [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] && echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
   ensure_bridge
   if [[ " ${dead} " == *" registry "* ]]; then start_registry; fi
+  if [[ " ${dead} " == *" registry-pods "* ]]; then start_pod_registry; fi
   push_pause
   node_certs
   if [[ " ${dead} " == *" containerd "* ]]; then
@@ -499,6 +530,7 @@ node_down() {
   [[ -n "${pids}" ]] && kill -9 ${pids} 2>/dev/null || true
   stop_daemon containerd
   stop_daemon registry
+  stop_daemon registry-pods
   local m
   # Pod network namespaces containerd made.
   for m in /run/netns/cni-* /var/run/netns/cni-*; do
@@ -521,7 +553,7 @@ node_status() {
   [[ -f "${NODE_ENV}" ]] || { echo "real node: none (AI_SERVING_REAL_NODE=0, or held by another cluster)"; return 0; }
   . "${NODE_ENV}"
   local c pid
-  echo "real node ${REAL_NODE_NAME} (bridge ${REAL_BRIDGE} ${REAL_POD_CIDR}, kubelet $(real_gateway):${KUBELET_PORT}, registry $(registry_address))"
+  echo "real node ${REAL_NODE_NAME} (bridge ${REAL_BRIDGE} ${REAL_POD_CIDR}, kubelet $(real_gateway):${KUBELET_PORT}, registry $(registry_address), for pods $(pod_registry_address))"
   for c in "${NODE_COMPONENTS[@]}"; do
     if pid=$(pid_alive "${c}"); then echo "${c}: running (pid ${pid})"; else echo "${c}: STOPPED"; fi
   done
@@ -530,5 +562,5 @@ node_status() {
 node_registry() {
   [[ -f "${NODE_ENV}" ]] || die "cluster '${NAME}' has no real node, hence no registry: run 'make cluster-up' (without AI_SERVING_REAL_NODE=0)"
   . "${NODE_ENV}"
-  registry_address
+  if [[ "${1:-}" == pods ]]; then pod_registry_address; else registry_address; fi
 }

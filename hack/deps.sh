@@ -27,6 +27,11 @@ need ipset ipset
 need ip iproute2
 need gcc gcc
 [[ -f /usr/include/stdio.h ]] || missing+=(libc6-dev)
+# Ollama for the real node (cluster/build.sh ollama) compiles llama.cpp's C++ with cgo.
+need g++ g++
+# Its module zip lacks llama.cpp's vendor/: nlohmann/json and stb from Debian.
+[[ -f /usr/include/nlohmann/json_fwd.hpp ]] || missing+=(nlohmann-json3-dev)
+[[ -f /usr/include/stb/stb_image.h ]] || missing+=(libstb-dev)
 # Runs as a pipe: the lists are sorted so a package named by two checks appears once.
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sed '/^$/d' | sort -u)
 if ((${#missing[@]})); then

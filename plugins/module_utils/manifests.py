@@ -276,6 +276,14 @@ def service_url(spec: ServerSpec, model: Model, port_name: str) -> str:
     return "http://%s.$(NAMESPACE).svc:%d" % (model["name"], int(number))
 
 
+def service_address_url(model: Model, port_name: str) -> str:
+    """The Service's URL from the variables Kubernetes gives every pod of the namespace (enableServiceLinks,
+    on by default) for the Services that exist when it starts: no cluster DNS needed. The kubelet expands
+    $(VAR) references to them; one that does not exist stays as written."""
+    prefix = re.sub(r"[^A-Z0-9]", "_", str(model["name"]).upper())
+    return "http://$(%s_SERVICE_HOST):$(%s_SERVICE_PORT_%s)" % (prefix, prefix, re.sub(r"[^A-Z0-9]", "_", port_name.upper()))
+
+
 def pvc(spec: ServerSpec, model: Model, settings: Settings) -> List[Obj]:
     """The model's PersistentVolumeClaim, when the catalog asks the deploy to create it (model.pvc.create)."""
     source = model.get("model") or {}
@@ -316,7 +324,9 @@ def periodic_check(spec: ServerSpec, model: Model, settings: Settings, check: Ma
     object_labels = labels(model, spec.runtime, check["name"])
     reports = bool(check.get("reports"))
     env: List[Obj] = [{"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                      {"name": "SERVER_URL", "value": service_url(spec, model, check["port"])}]
+                      {"name": "SERVER_URL", "value": service_url(spec, model, check["port"])},
+                      # Where cluster DNS does not answer (the local cluster has none).
+                      {"name": "SERVER_ADDRESS_URL", "value": service_address_url(model, check["port"])}]
     if reports:
         env.append({"name": "REPORT_CONFIGMAP", "value": names["report"]})
     env += [{"name": key, "value": str(value)} for key, value in sorted((check.get("env") or {}).items())]

@@ -598,8 +598,20 @@ log "step 1: server ${SERVER_URL}"
 if version=$(curl -fsS -m 10 "${SERVER_URL}/api/version"); then
   log "server answers: ${version}"
 else
-  state=down
-  log "server does not answer"
+  # No cluster DNS (the local cluster has none): the Service's address from the
+  # variables Kubernetes gives every pod; a reference it could not expand stays $(...).
+  case "${SERVER_ADDRESS_URL:-}" in
+    "" | *'$('*) state=down ;;
+    *)
+      if version=$(curl -fsS -m 10 "${SERVER_ADDRESS_URL}/api/version"); then
+        SERVER_URL=${SERVER_ADDRESS_URL}
+        log "server answers at ${SERVER_URL}: ${version}"
+      else
+        state=down
+      fi
+      ;;
+  esac
+  [ "${state}" = down ] && log "server does not answer"
 fi
 
 if [ "${state}" = ok ]; then
@@ -688,7 +700,7 @@ def _ollama_checks(model: Model, knobs: Knobs) -> List[PeriodicCheck]:
     return [PeriodicCheck(
         name="model-check",
         schedule=str(check["schedule"]),
-        image=str(knobs["check_image"]),
+        image=str(section.get("check_image", knobs["check_image"])),
         script_file="check-models.sh",
         script=OLLAMA_CHECK_SCRIPT,
         port="http",
@@ -770,6 +782,7 @@ OLLAMA = Runtime(
                                                              "host:5000/library/tiny:latest")},
         "insecure_registry": {"type": "boolean", "default": False},
         "pull_timeout": schema_integer(1),
+        "check_image": schema_string(r"^\S+$", "an image reference with a shell and curl, such as curlimages/curl:8.10.1"),
         "keep_alive": schema_string(r"^-?[0-9]+(\.[0-9]+)?(ms|s|m|h)?$", "a duration such as 5m, 1h or -1 (for ever)"),
         "num_parallel": schema_integer(1),
         "max_loaded_models": schema_integer(1),

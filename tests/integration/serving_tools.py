@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
 import threading
 import time
-from typing import Any, Dict, List
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 import yaml
 
@@ -56,16 +59,17 @@ class Proxy:
     def path(self, path: str) -> str:
         return f"/api/v1/namespaces/{self.namespace}/services/{self.service}:{self.port}/proxy{path}"
 
-    def send(self, path: str, body: Any = None, timeout: float = 10) -> tuple[int, str]:
-        """(status, body); status 0 when no HTTP answer came back."""
+    def send(self, path: str, body: Any = None, timeout: float = 10, method: Optional[str] = None) -> tuple[int, str]:
+        """(status, body); status 0 when no HTTP answer came back. ``method``: POST with a body, else GET."""
         headers = {"Content-Type": "application/json", "Accept": "*/*"}
+        method = method or ("POST" if body is not None else "GET")
         try:
             if hasattr(self.api, "param_serialize"):  # kubernetes >= 31
-                parts = self.api.param_serialize("POST" if body is not None else "GET", self.path(path),
+                parts = self.api.param_serialize(method, self.path(path),
                                                  header_params=headers, body=body, auth_settings=["BearerToken"])
                 response = self.api.call_api(*parts, _request_timeout=timeout)
                 return response.status, response.read().decode()
-            response = self.api.call_api(self.path(path), "POST" if body is not None else "GET",
+            response = self.api.call_api(self.path(path), method,
                                          header_params=headers, body=body, auth_settings=["BearerToken"],
                                          _preload_content=False, _request_timeout=timeout)
             return response.status, response.data.decode()
@@ -118,6 +122,27 @@ def proxy_for(api_client, namespace: str, runtime: str) -> Proxy:
     model = catalog()[MODELS[runtime]]
     port = model["smoke"].get("port") or {"triton": "http", "torchserve": "inference", "custom_python": "http"}[runtime]
     return Proxy(api_client, namespace, MODELS[runtime], port)
+
+
+def node_containers(namespace: str) -> List[str]:
+    """The containers of the namespace's pods on the real node's containerd (ctr, its k8s.io namespace)."""
+    import pytest
+
+    cache = Path(os.environ.get("AI_SERVING_CACHE_DIR", Path.home() / ".cache" / "creativeflow-ai-serving"))
+    cluster = os.environ.get("AI_SERVING_CLUSTER_NAME", "ai-serving")
+    sock = cache / "kwok" / "clusters" / cluster / "node" / "containerd" / "containerd.sock"
+    if not sock.exists():
+        pytest.fail(f"no containerd socket at {sock}: is the real node up (cluster/cluster.sh up)?")
+    proc = subprocess.run(["ctr", "--address", str(sock), "-n", "k8s.io", "containers", "ls", "--quiet"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
+    out = []
+    for cid in proc.stdout.split():
+        info = subprocess.run(["ctr", "--address", str(sock), "-n", "k8s.io", "containers", "info", cid],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        if info.returncode == 0 and json.loads(info.stdout).get("Labels", {}).get(
+                "io.kubernetes.pod.namespace") == namespace:
+            out.append(cid)
+    return out
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):

@@ -23,17 +23,16 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
 import time
 import urllib.request
 import uuid
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import pytest
 
 import image_tools
 from playbooks import Run, run_playbook
-from serving_tools import EXPECTED, MODELS, Load, catalog, failing_catalog, numbers, proxy_for, wait_for
+from serving_tools import EXPECTED, MODELS, Load, catalog, failing_catalog, node_containers, numbers, proxy_for, wait_for
 
 pytestmark = pytest.mark.local_cluster
 
@@ -187,24 +186,6 @@ def test_good_rolling_update_under_load_has_no_failed_request(deployed: Dict[str
     assert "answered as expected" in run.output, run.explain()
     assert load.sent >= 20, line
     assert load.failures == [], f"{line}: {load.failures[:10]}"
-
-
-def node_containers(namespace: str) -> List[str]:
-    """The containers of the namespace's pods on the real node's containerd (ctr, its k8s.io namespace)."""
-    cluster = os.environ.get("AI_SERVING_CLUSTER_NAME", "ai-serving")
-    sock = image_tools.CACHE_DIR / "kwok" / "clusters" / cluster / "node" / "containerd" / "containerd.sock"
-    if not sock.exists():
-        pytest.fail(f"no containerd socket at {sock}: is the real node up (cluster/cluster.sh up)?")
-    proc = subprocess.run(["ctr", "--address", str(sock), "-n", "k8s.io", "containers", "ls", "--quiet"],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
-    out = []
-    for cid in proc.stdout.split():
-        info = subprocess.run(["ctr", "--address", str(sock), "-n", "k8s.io", "containers", "info", cid],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
-        if info.returncode == 0 and json.loads(info.stdout).get("Labels", {}).get(
-                "io.kubernetes.pod.namespace") == namespace:
-            out.append(cid)
-    return out
 
 
 def test_undeploy_leaves_no_container_on_the_node(deployed: Dict[str, Run], deploy: Deployer,

@@ -724,15 +724,33 @@ def gpu_examples(example_catalog: Dict[str, Any]) -> Dict[str, Any]:
 def test_real_node_examples_run_on_cpu_there_and_check_an_inference(example_catalog: Dict[str, Any]):
     """One CPU example per runtime that runs on the local real node, each with its smoke inference."""
     real = {name: entry for name, entry in example_catalog.items() if on_real_node(entry)}
-    assert sorted(entry["runtime"] for entry in real.values()) == ["custom_python", "torchserve", "triton"]
+    assert sorted(entry["runtime"] for entry in real.values()) == ["custom_python", "ollama", "torchserve", "triton"]
     for name in real:
         model = resolve_model(example_catalog, name, "local")
         assert model["gpu"]["count"] == 0, name
         assert {"key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"} in model["tolerations"], name
         # A surge pod starts the new version before the old one stops.
         assert (model["strategy"]["max_surge"], model["strategy"]["max_unavailable"]) == (1, 0), name
-        assert model["image"]["build"]["base_image"] == "localhost/ai-serving/python-base:bookworm", name
+        if model["runtime"] != "ollama":
+            assert model["image"]["build"]["base_image"] == "localhost/ai-serving/python-base:bookworm", name
         assert model["smoke"]["expect"], name
+
+
+def test_the_real_node_ollama_example_follows_the_pinned_version_and_the_pods_registry(example_catalog: Dict[str, Any]):
+    """tiny-ollama-cpu: the base hack/ollama_image.sh makes for the version cluster/versions.env pins (a new pin is a
+    new tag, so the deploy builds again), the model from the registry's address for pods (the bridge's gateway of
+    node.sh's default pod range), the model check on the same image (it has curl)."""
+    pins = dict(line.split("=", 1) for line in (REPO_ROOT / "cluster" / "versions.env").read_text().splitlines()
+                if "=" in line and not line.startswith("#"))
+    model = resolve_model(example_catalog, "tiny-ollama-cpu", "local")
+    version = pins["OLLAMA_VERSION"]
+    assert model["image"]["build"]["base_image"] == "localhost/ai-serving/ollama-base:" + version
+    assert model["image"]["tag"] == version.lstrip("v")
+    image = "%s:%s" % (model["image"]["repository"], model["image"]["tag"])
+    assert model["ollama"]["check_image"] == image
+    assert model["ollama"]["insecure_registry"] is True
+    assert model["ollama"]["models"] == ["10.244.0.1:5000/ai-serving/tiny-llama:latest"]
+    assert model["smoke"]["body"]["model"] == model["ollama"]["models"][0]
 
 
 def test_dev_runs_one_small_replica(gpu_examples: Dict[str, Any]):

@@ -6,8 +6,13 @@ ConfigMap with its Role, NodePort and LoadBalancer Services."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
-from typing import Any, Dict, List
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -111,6 +116,9 @@ def test_the_model_check_is_a_cronjob_with_its_script_and_least_privilege() -> N
     env = {item["name"]: item.get("value") for item in check["env"]}
     assert env["SERVER_URL"] == "http://chat.$(NAMESPACE).svc:11434"
     assert [item["name"] for item in check["env"]][:2] == ["NAMESPACE", "SERVER_URL"]  # $(NAMESPACE) is set first
+    # Without cluster DNS: the Service's variables Kubernetes gives the pod (the kubelet expands them).
+    assert env["SERVER_ADDRESS_URL"] == "http://$(CHAT_SERVICE_HOST):$(CHAT_SERVICE_PORT_HTTP)"
+    assert check["image"] == "curlimages/curl:8.10.1"
     assert env["EXPECTED_MODELS"] == "llama3:8b nomic-embed-text"
     assert env["AUTO_PULL"] == "true" and env["TEST_INFERENCE"] == "false" and env["REPORT_STATUS"] == "true"
     assert env["REPORT_CONFIGMAP"] == "chat-model-check-report"
@@ -171,6 +179,93 @@ def test_the_check_script_is_valid_posix_shell() -> None:
     result = subprocess.run(["sh", "-n"], input=runtimes.OLLAMA_CHECK_SCRIPT, text=True, capture_output=True,
                             check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_catalog_can_name_the_checks_image_and_the_service_address_follows_the_model_name() -> None:
+    entry = ollama_entry(name="tiny-ollama-cpu", ollama={"models": ["a"], "check_image": "127.0.0.1:5000/x/y:1"})
+    pod = by_kind(build(entry), "CronJob")[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "127.0.0.1:5000/x/y:1"
+    env = {item["name"]: item.get("value") for item in pod["containers"][0]["env"]}
+    assert env["SERVER_ADDRESS_URL"] == "http://$(TINY_OLLAMA_CPU_SERVICE_HOST):$(TINY_OLLAMA_CPU_SERVICE_PORT_HTTP)"
+
+
+class FakeOllama(BaseHTTPRequestHandler):
+    """/api/version, /api/tags and /api/pull of an Ollama server, in compact JSON like Ollama's (the script greps it)."""
+
+    models: List[str] = []
+    pulls: List[Dict[str, Any]] = []
+    generated: List[Dict[str, Any]] = []
+
+    def answer(self, body: Any) -> None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path == "/api/version":
+            self.answer({"version": "0.17.4"})
+        else:
+            self.answer({"models": [{"name": name, "model": name} for name in self.models]})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path == "/api/pull":
+            self.pulls.append(body)
+            self.models.append(body["model"])
+            self.answer({"status": "success"})
+        else:
+            self.generated.append(body)
+            self.answer({"model": body["model"], "response": "x", "done": True})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[str]:
+    FakeOllama.models, FakeOllama.pulls, FakeOllama.generated = ["kept:latest"], [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOllama)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "http://127.0.0.1:%d" % server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_check(server_url: str, address_url: str) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "NAMESPACE": "llm", "SERVER_URL": server_url, "SERVER_ADDRESS_URL": address_url,
+           "EXPECTED_MODELS": "kept 10.244.0.1:5000/ai-serving/tiny-llama", "AUTO_PULL": "true",
+           "TEST_INFERENCE": "true", "REPORT_STATUS": "false", "PULL_TIMEOUT": "10", "INSECURE_REGISTRY": "true"}
+    return subprocess.run(["sh", "-c", runtimes.OLLAMA_CHECK_SCRIPT], env=env, text=True, capture_output=True,
+                          check=False, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the check script runs curl")
+def test_the_check_pulls_the_missing_model_through_the_services_address_when_its_name_does_not_answer(
+        fake_ollama: str) -> None:
+    # Connection refused on the name (as an unresolvable one would fail), the address answers.
+    result = run_check("http://127.0.0.1:1", fake_ollama)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "server answers at %s" % fake_ollama in result.stdout
+    assert "missing models: 10.244.0.1:5000/ai-serving/tiny-llama:latest" in result.stdout
+    assert FakeOllama.pulls == [{"model": "10.244.0.1:5000/ai-serving/tiny-llama:latest", "stream": False,
+                                 "insecure": True}]
+    assert FakeOllama.generated[0]["model"] == "kept:latest"
+    assert '"state":"ok"' in result.stdout and '"inference":"passed"' in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the check script runs curl")
+def test_the_check_reports_the_server_down_when_the_services_variables_were_not_set(fake_ollama: str) -> None:
+    # The Service did not exist when the pod started: the kubelet left the reference as written.
+    result = run_check("http://127.0.0.1:1", "http://$(CHAT_SERVICE_HOST):$(CHAT_SERVICE_PORT_HTTP)")
+    assert result.returncode == 1
+    assert "server does not answer" in result.stdout and '"state":"down"' in result.stdout
+    assert FakeOllama.pulls == []
 
 
 # ---- vllm ----
