@@ -72,14 +72,14 @@ def test_a_byte_range_is_served_as_partial_content(store, header: str, first: in
 
 
 def test_a_range_past_the_end_is_not_satisfiable(store) -> None:
-    status, headers, _ = request(store, "GET", BLOB, {"Range": f"bytes={len(DATA)}-"})
+    status, headers = request(store, "GET", BLOB, {"Range": f"bytes={len(DATA)}-"})[:2]
     assert status == 416 and headers["content-range"] == f"bytes */{len(DATA)}"
 
 
 @pytest.mark.parametrize("header", ["items=0-5", "bytes=0-5,10-20", "bytes=-"])
 def test_a_range_it_does_not_take_gets_the_whole_blob(store, header: str) -> None:
-    status, _, body = request(store, "GET", BLOB, {"Range": header})
-    assert status == 200 and body == DATA
+    answer = request(store, "GET", BLOB, {"Range": header})
+    assert answer[0] == 200 and answer[2] == DATA
 
 
 @pytest.mark.parametrize("path", [
