@@ -64,8 +64,12 @@ tmp=$(mktemp -d "${work}/create.XXXXXX")
 serve_pid=""
 cleanup() {
   # The server and the runner it started share the process group setsid made.
-  [[ -n "${serve_pid}" ]] && kill -- "-${serve_pid}" 2>/dev/null && sleep 1
-  [[ -n "${serve_pid}" ]] && kill -9 -- "-${serve_pid}" 2>/dev/null
+  # (Each kill may find the group gone: under set -e a failed last command of a
+  # && list would end the script with status 1 after a push that worked.)
+  if [[ -n "${serve_pid}" ]] && kill -- "-${serve_pid}" 2>/dev/null; then
+    sleep 1
+    kill -9 -- "-${serve_pid}" 2>/dev/null || true
+  fi
   rm -rf "${tmp}"
 }
 trap cleanup EXIT

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -22,7 +23,8 @@ import signal
 import socket
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -44,6 +46,9 @@ logger = logging.getLogger("custom_server.server")
 
 #: Exit status when the server could not start (port taken...), as uvicorn uses.
 STARTUP_FAILURE = 3
+
+#: After the listeners close, how long connections accepted just before may take to send a request.
+ACCEPT_GRACE_S = 0.2
 
 
 def build_app(settings: Settings) -> FastAPI:
@@ -165,10 +170,31 @@ class _Server(uvicorn.Server):
     meanwhile would be reset when it closes them."""
 
     _loop: asyncio.AbstractEventLoop | None = None
+    _serving_queued: set[asyncio.Task[Any]]
+    _stopped_listening_at: float | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._serving_queued = set()
         await super().startup(sockets)
+
+    def _protocol_factory(self, loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Protocol]:
+        """The protocol uvicorn's own listeners make for each connection."""
+        config = self.config
+        return functools.partial(
+            config.http_protocol_class,
+            config=config,
+            server_state=self.server_state,
+            app_state=self.lifespan.state,
+            _loop=loop,
+        )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn closes at once every connection with no request read yet: give the ones accepted
+        # just before the listeners closed the time to read the request their client already sent.
+        if self._stopped_listening_at is not None:
+            await asyncio.sleep(max(0.0, self._stopped_listening_at + ACCEPT_GRACE_S - time.monotonic()))
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
@@ -177,11 +203,39 @@ class _Server(uvicorn.Server):
             self._loop.call_soon_threadsafe(self._stop_listening)
 
     def _stop_listening(self) -> None:
+        loop = self._loop
         for server in getattr(self, "servers", ()):
+            # Connections the kernel completed but nobody accepted yet would be reset by the close:
+            # take them first (accept until EAGAIN, then close at once: the window left is microseconds).
+            if loop is not None:
+                for listener in server.sockets:
+                    for connection in _accept_queued(listener):
+                        task = loop.create_task(loop.connect_accepted_socket(self._protocol_factory(loop), connection))
+                        self._serving_queued.add(task)
+                        task.add_done_callback(self._serving_queued.discard)
             server.close()
+        self._stopped_listening_at = time.monotonic()
         state = getattr(self.config.loaded_app, "state", None)
         for stop in getattr(state, "stop_accepting", ()):
             stop()
+
+
+def _accept_queued(listener: Any) -> list[socket.socket]:
+    """Every connection waiting in ``listener``'s accept queue, accepted (non-blocking)."""
+    accepted: list[socket.socket] = []
+    # a duplicate of the listening socket: closing it leaves the server's own open
+    with socket.socket(fileno=os.dup(listener.fileno())) as queue:
+        queue.setblocking(False)
+        while True:
+            try:
+                connection, _ = queue.accept()
+            except (BlockingIOError, InterruptedError):
+                return accepted
+            except OSError:
+                logger.warning("accepting a queued connection at shutdown failed", exc_info=True)
+                return accepted
+            connection.setblocking(False)
+            accepted.append(connection)
 
 
 class _Process(multiprocess.Process):
