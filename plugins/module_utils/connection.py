@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 from typing import Any, List, Mapping, Optional
 
-import yaml
+try:
+    import yaml
+except ImportError:  # ansible-core depends on PyYAML; a module_utils import must not fail without it
+    yaml = None
 
 _WHERE = ("in the inventory (group_vars/all/connection.yml, or the cluster host's variables in an inventory of "
           "several clusters)")
@@ -46,6 +49,8 @@ def kubeconfig_problem(kubeconfig: Any) -> Optional[str]:
 
 def kubeconfig_contexts(text: str) -> List[str]:
     """The context names of a kubeconfig's text (ValueError when it is not a kubeconfig)."""
+    if yaml is None:
+        raise ValueError("PyYAML is not installed on the controller")
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
