@@ -22,7 +22,7 @@ REAL_SYSCTL_FILE="${REAL_RUN_DIR}/real-node.sysctl"
 REGISTRY_DIR="${CACHE_DIR}/registry"
 NODE_DIR="${CLUSTER_DIR}/node"
 NODE_ENV="${NODE_DIR}/node.env"
-NODE_COMPONENTS=(registry registry-pods containerd kubelet kube-proxy)
+NODE_COMPONENTS=(registry registry-pods registry-blobs containerd kubelet kube-proxy)
 # What the kubelet, kube-proxy and the CNI bridge change; read before, set back by `down`.
 REAL_SYSCTLS=(net.ipv4.ip_forward vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.conf.all.route_localnet
@@ -179,6 +179,16 @@ registry_address() { echo "127.0.0.1:${REGISTRY_PORT}"; }
 # over the registry protocol from inside the pod, where 127.0.0.1 is the pod.
 pod_registry_address() { echo "$(real_gateway):${REGISTRY_PORT}"; }
 
+# Where the pods' registry sends blob downloads: a second address on the bridge,
+# outside the pods' range (they reach it through the gateway), so another host
+# than the registry's, as a registry on object storage or ollama.com's CDN is.
+# Ollama's pull needs such a redirect: see cluster/registry_blobs.py.
+blob_address() {
+  [[ -n "${AI_SERVING_REGISTRY_BLOB_ADDRESS:-}" ]] && { echo "${AI_SERVING_REGISTRY_BLOB_ADDRESS}"; return 0; }
+  python3 -c 'import ipaddress,sys; print(ipaddress.ip_network(sys.argv[1]).broadcast_address + 2)' "${REAL_POD_CIDR}"
+}
+blob_url() { echo "http://$(blob_address):${REGISTRY_PORT}"; }
+
 registry_ready() { curl -fsS -o /dev/null "http://$(registry_address)/v2/" 2>/dev/null; }
 
 start_registry() {
@@ -200,7 +210,8 @@ EOF
 
 # A second, read-only server of the same storage on the bridge's gateway, for
 # the pods (docker-registry listens on one address; 0.0.0.0 would open it to
-# the machine's network). Pushes go to 127.0.0.1 only.
+# the machine's network). Pushes go to 127.0.0.1 only. Blob GETs get a 307 to
+# the blob store (the redirect middleware), as from a registry on S3 or GCS.
 start_pod_registry() {
   mkdir -p "${REGISTRY_DIR}"
   cat >"${NODE_DIR}/registry-pods.yml" <<EOF
@@ -211,6 +222,9 @@ storage:
   maintenance:
     uploadpurging: {enabled: false}
     readonly: {enabled: true}
+middleware:
+  storage:
+    - {name: redirect, options: {baseurl: "$(blob_url)"}}
 http:
   addr: $(pod_registry_address)
 EOF
@@ -221,6 +235,18 @@ EOF
     sleep 0.25
   done
   die "the pods' registry did not answer on $(pod_registry_address); see ${CLUSTER_DIR}/logs/registry-pods.log"
+}
+
+# The blob files of the registry's storage, read-only, where the pods' registry
+# redirects blob GETs.
+start_registry_blobs() {
+  start_daemon registry-blobs python3 "${here}/registry_blobs.py" "${REGISTRY_DIR}" "$(blob_address)" "${REGISTRY_PORT}"
+  local i
+  for i in $(seq 1 40); do
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$(blob_url)/" 2>/dev/null)" == 404 ]] && return 0
+    sleep 0.25
+  done
+  die "the pods' blob store did not answer on $(blob_url); see ${CLUSTER_DIR}/logs/registry-blobs.log"
 }
 
 # Certificates signed by kwokctl's CA: the kubelet's serving certificate (the
@@ -408,6 +434,7 @@ ensure_bridge() {
     die "could not create the bridge ${REAL_BRIDGE}"
   local cidr="$(real_gateway)/${REAL_POD_CIDR#*/}"
   ip addr show dev "${REAL_BRIDGE}" | grep -q " ${cidr} " || ip addr add "${cidr}" dev "${REAL_BRIDGE}"
+  ip addr show dev "${REAL_BRIDGE}" | grep -q " $(blob_address)/32 " || ip addr add "$(blob_address)/32" dev "${REAL_BRIDGE}"
   ip link set "${REAL_BRIDGE}" up
 }
 
@@ -443,6 +470,7 @@ node_up() {
   ensure_bridge
   if [[ " ${dead} " == *" registry "* ]]; then start_registry; fi
   if [[ " ${dead} " == *" registry-pods "* ]]; then start_pod_registry; fi
+  if [[ " ${dead} " == *" registry-blobs "* ]]; then start_registry_blobs; fi
   push_pause
   node_certs
   if [[ " ${dead} " == *" containerd "* ]]; then
@@ -531,6 +559,7 @@ node_down() {
   stop_daemon containerd
   stop_daemon registry
   stop_daemon registry-pods
+  stop_daemon registry-blobs
   local m
   # Pod network namespaces containerd made.
   for m in /run/netns/cni-* /var/run/netns/cni-*; do
@@ -553,7 +582,7 @@ node_status() {
   [[ -f "${NODE_ENV}" ]] || { echo "real node: none (AI_SERVING_REAL_NODE=0, or held by another cluster)"; return 0; }
   . "${NODE_ENV}"
   local c pid
-  echo "real node ${REAL_NODE_NAME} (bridge ${REAL_BRIDGE} ${REAL_POD_CIDR}, kubelet $(real_gateway):${KUBELET_PORT}, registry $(registry_address), for pods $(pod_registry_address))"
+  echo "real node ${REAL_NODE_NAME} (bridge ${REAL_BRIDGE} ${REAL_POD_CIDR}, kubelet $(real_gateway):${KUBELET_PORT}, registry $(registry_address), for pods $(pod_registry_address), blobs $(blob_url))"
   for c in "${NODE_COMPONENTS[@]}"; do
     if pid=$(pid_alive "${c}"); then echo "${c}: running (pid ${pid})"; else echo "${c}: STOPPED"; fi
   done

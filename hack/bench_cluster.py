@@ -34,7 +34,7 @@ CLUSTER_SH = ROOT / "cluster" / "cluster.sh"
 BUILD_SH = ROOT / "cluster" / "build.sh"
 IMAGES_SH = ROOT / "cluster" / "images.sh"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
-NODE_COMPONENTS = ("registry", "registry-pods", "containerd", "kubelet", "kube-proxy")
+NODE_COMPONENTS = ("registry", "registry-pods", "registry-blobs", "containerd", "kubelet", "kube-proxy")
 CACHE_DIR = Path(os.environ.get("AI_SERVING_CACHE_DIR", Path.home() / ".cache" / "creativeflow-ai-serving"))
 
 

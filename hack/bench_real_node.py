@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("AI_SERVING_CACHE_DIR", Path.home() / ".cache" / "creativeflow-ai-serving"))
 DEFAULT_MODELS = ("double-triton-cpu", "doubler-torchserve-cpu", "doubler-python-cpu")
-NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "registry", "registry-pods")
+NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy", "registry", "registry-pods", "registry-blobs")
 
 
 def sh(*args: str, env: dict | None = None, check: bool = True, stdin: str | None = None) -> str:

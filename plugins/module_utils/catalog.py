@@ -235,9 +235,8 @@ _QUANTITY_PATTERN = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k
 _PERCENT_PATTERN = r"^(100|[1-9]?[0-9])%$"
 _EXTENDED_RESOURCE = (r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+"
                       r"/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_KEY = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-              r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_LABEL_KEY = _runtimes.LABEL_KEY
+_LABEL_VALUE = _runtimes.LABEL_VALUE
 _IMAGE_REPOSITORY = (r"^([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*(:[0-9]+)?/)?"
                      r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$")
 _IMAGE_TAG = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -408,26 +407,8 @@ def _entry_properties(environments: Sequence[str]) -> dict[str, Any]:
              "then": {"required": ["uri"], "x-because": "model.source is uri"}},
         ]),
         "probes": _object({"readiness": _PROBE, "liveness": _PROBE, "startup": _PROBE}),
-        "node_selector": {
-            "type": "object",
-            "propertyNames": _string(_LABEL_KEY, "a label key such as node.kubernetes.io/instance-type", 317),
-            "additionalProperties": {"type": "string", "pattern": _LABEL_VALUE, "maxLength": 63,
-                                     "x-expected": "a label value (at most 63 letters, digits, - _ .)"},
-        },
-        "tolerations": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "key": {"type": "string"},
-                    "operator": {"enum": ["Exists", "Equal"]},
-                    "value": {"type": "string"},
-                    "effect": {"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]},
-                    "tolerationSeconds": {"type": "integer"},
-                },
-                "additionalProperties": False,
-            },
-        },
+        "node_selector": _runtimes.NODE_SELECTOR,
+        "tolerations": _runtimes.TOLERATIONS,
         # How the Service is reached: inside the cluster (ClusterIP), on every node's port, or a load balancer.
         "service": _object({
             "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"], "default": "ClusterIP"},

@@ -167,6 +167,20 @@ def scheduling(model: Model) -> Tuple[Dict[str, str], List[Dict[str, Any]]]:
     return node_selector, tolerations + list(model.get("tolerations") or [])
 
 
+def check_scheduling(model: Model, check: Mapping[str, Any]) -> Tuple[Dict[str, str], List[Dict[str, Any]]]:
+    """Where a periodic check's pod runs: on any node the model's server may run on. It takes no GPU, so
+    the catalog's node_selector without the GPU product label, but every toleration of the server (a GPU
+    pool's taint included), so that a selector naming the server's pool never leaves it Pending. The
+    check's own node_selector and tolerations, where set, replace these ({}: any node; []: no taint)."""
+    node_selector = dict(model.get("node_selector") or {})
+    tolerations = scheduling(model)[1]
+    if check.get("node_selector") is not None:
+        node_selector = dict(check["node_selector"])
+    if check.get("tolerations") is not None:
+        tolerations = list(check["tolerations"])
+    return node_selector, tolerations
+
+
 def gpu_request(model: Model) -> Dict[str, str]:
     """The GPUs of one pod, requested and limited alike."""
     gpu = model.get("gpu") or {}
@@ -351,6 +365,11 @@ def periodic_check(spec: ServerSpec, model: Model, settings: Settings, check: Ma
         "volumes": [{"name": "script", "configMap": {"name": names["script"], "defaultMode": 0o555}},
                     {"name": "tmp", "emptyDir": {}}],
     }
+    node_selector, tolerations = check_scheduling(model, check)
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if tolerations:
+        pod["tolerations"] = tolerations
     out: List[Obj] = [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": _metadata(model, settings, names["service_account"], object_labels),

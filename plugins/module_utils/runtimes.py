@@ -71,6 +71,30 @@ def schema_object(properties: Dict[str, Any], required: Sequence[str] = (), **ex
 
 ABSOLUTE_PATH = schema_string(r"^/", "an absolute path inside the container (starting with /)")
 EXTRA_ARGS = {"type": "array", "items": {"type": "string"}}
+LABEL_KEY = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+             r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A pod's placement, as the catalog gives it for the model's server and a section for a check's pod.
+NODE_SELECTOR = {
+    "type": "object",
+    "propertyNames": schema_string(LABEL_KEY, "a label key such as node.kubernetes.io/instance-type", maxLength=317),
+    "additionalProperties": {"type": "string", "pattern": LABEL_VALUE, "maxLength": 63,
+                             "x-expected": "a label value (at most 63 letters, digits, - _ .)"},
+}
+TOLERATIONS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "key": {"type": "string"},
+            "operator": {"enum": ["Exists", "Equal"]},
+            "value": {"type": "string"},
+            "effect": {"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]},
+            "tolerationSeconds": {"type": "integer"},
+        },
+        "additionalProperties": False,
+    },
+}
 
 
 # ---- the record ----
@@ -131,6 +155,9 @@ class PeriodicCheck:
     reports: bool = True
     deadline_seconds: int = 1800
     run_as_user: int = 65534
+    # Where its pod runs; None: where the model's server may run (manifests.check_scheduling).
+    node_selector: Optional[Dict[str, str]] = None
+    tolerations: Optional[List[Dict[str, Any]]] = None
 
 
 @dataclass(frozen=True)
@@ -711,6 +738,8 @@ def _ollama_checks(model: Model, knobs: Knobs) -> List[PeriodicCheck]:
              "PULL_TIMEOUT": str(section.get("pull_timeout", knobs["pull_timeout"])),
              "INSECURE_REGISTRY": str(bool(section.get("insecure_registry", False))).lower()},
         reports=bool(check["report_status"]),
+        node_selector=check.get("node_selector"),
+        tolerations=check.get("tolerations"),
     )]
 
 
@@ -792,6 +821,9 @@ OLLAMA = Runtime(
             "auto_pull": {"type": "boolean", "default": True},
             "test_inference": {"type": "boolean", "default": False},
             "report_status": {"type": "boolean", "default": True},
+            # Where the check's pod runs, instead of where the server may run (without the GPU's label).
+            "node_selector": NODE_SELECTOR,
+            "tolerations": TOLERATIONS,
         }),
         "usage_stats": schema_object({
             "enabled": {"type": "boolean", "default": False},

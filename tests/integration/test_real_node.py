@@ -205,7 +205,7 @@ def test_kill_up_twice_and_down_leaves_nothing(kubeconfig):
     assert (pids / "kubelet.pid").read_text().strip() == kubelet_pid
     assert len(kubelets()) == 1
     status = sh(CLUSTER_SH, "status").stdout
-    for component in ("registry", "registry-pods", "containerd", "kubelet", "kube-proxy"):
+    for component in ("registry", "registry-pods", "registry-blobs", "containerd", "kubelet", "kube-proxy"):
         assert f"{component}: running" in status
     assert REAL_NODE in status
 

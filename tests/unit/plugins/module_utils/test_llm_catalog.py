@@ -90,6 +90,11 @@ def with_value(path: str, value: Any) -> Dict[str, Any]:
     ("chat.ollama.model_check", {"enabled": False, "test_inference": True},
      "models.chat.ollama.model_check.test_inference: is true but model_check.enabled is false: no check runs; "
      "enable the check or remove it"),
+    ("chat.ollama.model_check", {"node_selector": {"pool": "system pool"}},
+     "models.chat.ollama.model_check.node_selector.pool: 'system pool' is not a label value (at most 63 letters, "
+     "digits, - _ .)"),
+    ("chat.ollama.model_check", {"tolerations": [{"key": "system", "operator": "Maybe"}]},
+     "models.chat.ollama.model_check.tolerations[0].operator: 'Maybe' is not one of ['Exists', 'Equal']"),
     ("llama.vllm.gpu_memory_utilization", 1.5,
      "models.llama.vllm.gpu_memory_utilization: 1.5 is not a fraction of each GPU's memory, above 0 and at most 1"),
     ("llama.vllm.dtype", "int4", "models.llama.vllm.dtype: 'int4' is not one of ['auto', 'half', 'float16', "

@@ -141,6 +141,49 @@ def test_the_model_check_is_a_cronjob_with_its_script_and_least_privilege() -> N
     assert "data" not in report
 
 
+def check_pod(entry: Dict[str, Any]) -> Dict[str, Any]:
+    return by_kind(build(entry), "CronJob")[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+REAL_NODE = {"node_selector": {"creativeflow.ai/real-node": "true"},
+             "tolerations": [{"key": "creativeflow.ai/real-node", "operator": "Exists", "effect": "NoSchedule"}]}
+
+
+def test_the_checks_pod_runs_where_the_server_may_run_without_its_gpu_label() -> None:
+    # A CPU model pinned to a node pool: the check goes there too (on the local cluster, the real node,
+    # not a simulated one that "runs" nothing).
+    entry = ollama_entry(gpu={"count": 0}, **REAL_NODE)
+    pod = check_pod(entry)
+    server = by_kind(build(entry), "Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == server["nodeSelector"] == REAL_NODE["node_selector"]
+    assert pod["tolerations"] == server["tolerations"] == REAL_NODE["tolerations"]
+    # A GPU model: no GPU product label (the check takes no GPU), but the server's tolerations, the
+    # GPU taint's included, so that a selector naming the GPU pool cannot leave the check Pending.
+    entry = ollama_entry(gpu={"count": 1, "resource": "nvidia.com/gpu", "product": "NVIDIA-L4"},
+                         node_selector={"pool": "gpu"}, tolerations=REAL_NODE["tolerations"])
+    pod, server = check_pod(entry), by_kind(build(entry), "Deployment")[0]["spec"]["template"]["spec"]
+    assert server["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4", "pool": "gpu"}
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+    assert pod["tolerations"] == server["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}] + REAL_NODE["tolerations"]
+    assert pod["containers"][0]["resources"] == manifests.CHECK_RESOURCES
+    # Nothing in the catalog: the pod may run on any untainted node.
+    pod = check_pod(ollama_entry(gpu={"count": 0}))
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+
+
+def test_the_catalog_can_place_the_check_elsewhere() -> None:
+    system = {"node_selector": {"pool": "system"}, "tolerations": [{"key": "system", "operator": "Exists"}]}
+    entry = ollama_entry(ollama={"models": ["a"], "model_check": dict(system)}, **REAL_NODE)
+    pod = check_pod(entry)
+    assert pod["nodeSelector"] == {"pool": "system"} and pod["tolerations"] == system["tolerations"]
+    # Empty replaces too: any node, no toleration.
+    entry["ollama"]["model_check"] = {"node_selector": {}, "tolerations": []}
+    pod = check_pod(entry)
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+    assert manifests.check_scheduling(entry, {"node_selector": {}, "tolerations": []}) == ({}, [])
+
+
 def test_a_check_that_does_not_report_gets_no_role_and_no_token() -> None:
     entry = ollama_entry(ollama={"models": ["a"], "model_check": {"report_status": False, "auto_pull": False,
                                                                   "test_inference": True, "schedule": "0 * * * *"}})
