@@ -165,6 +165,15 @@ options:
         last good version back first.
     type: bool
     default: false
+  canary_action:
+    description:
+      - For a model with C(strategy.canary) and a canary left in the cluster (an interrupted run): V(none) continues
+        its steps (or starts them); V(promote) promotes it now, skipping the steps left; V(abort) removes it and gives
+        the stable Deployment its replicas back, applying nothing else. V(promote) and V(abort) fail when no canary
+        of this version runs.
+    type: str
+    choices: [none, promote, abort]
+    default: none
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 attributes:

@@ -637,6 +637,9 @@ class Engine:
                 with self.step("Lock | Check that this run still holds Lease {0}".format(
                         deploy_lease.lease_name(name))) as record:
                     record["msg"] = self.recheck_lock(found)
+            action = self.args.get("canary_action") or "none"
+            if action != "none":
+                return self._canary_by_hand(found, action, field_manager)
             if (found.get("last_good") or {}).get("position") == last_good.AWAY_UNFINISHED and \
                     not self.args.get("continue_forward"):
                 self._repair(found, field_manager)
@@ -664,6 +667,17 @@ class Engine:
             self._after_interrupt(found, exc.signame, field_manager)
             raise  # not reached: _after_interrupt raises DeployError
         return rollout
+
+    def _canary_by_hand(self, found: Dict[str, Any], action: str, field_manager: str) -> Dict[str, Any]:
+        """canary_action promote or abort: what the operator asked of the canary a run left, nothing else."""
+        if not found.get("canary_plan"):
+            raise DeployError("canary_action {0}: {1} has no canary to {0}: {2}. Nothing was applied.".format(
+                action, found["name"], "its catalog entry has no strategy.canary (a plain deploy removes what a canary "
+                "left)" if canary_of(found["model"]) is None else "it is not deployed yet"))
+        try:
+            return progression.Progression(self, found, field_manager).by_hand(action)
+        except Interrupted as exc:
+            raise DeployError(self._canary_interrupted(found, exc.signame)) from exc
 
     def _runs_canary(self, found: Dict[str, Any], dry_run: Mapping[str, Any]) -> bool:
         """Whether this run is a canary: the model has one planned and the new version changes the pods (the dry run's

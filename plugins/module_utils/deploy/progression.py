@@ -88,6 +88,41 @@ class Progression:
             self._step(step, last=step is steps[-1])
         return self._promote(steps[-1])
 
+    def by_hand(self, action: str) -> Dict[str, Any]:
+        """``canary_action``: promote the canary that runs now (the steps left are skipped), or abort it."""
+        try:
+            live = self.client.get("Deployment", traffic.canary_name(self.name), self.namespace, api_version="apps/v1")
+            stable = self.client.get("Deployment", self.name, self.namespace, api_version="apps/v1") or {}
+        except K8sAccessError as exc:
+            raise self.engine.unreachable(exc, "reading the canary") from exc
+        if live is None:
+            raise DeployError("canary_action {0}: no canary of {1} runs in namespace {2} (no Deployment {3}). Nothing "
+                              "was applied.".format(action, self.name, self.namespace, traffic.canary_name(self.name)))
+        if action == "abort":
+            with self.engine.step("Canary | Abort (canary_action abort)") as record:
+                record["changed"] = True
+                self.engine.shielded = True
+                try:
+                    removed = self._remove_canary()
+                    self._scale_stable(self.replicas)
+                    rollout = self._wait(self.name)
+                finally:
+                    self.engine.shielded = False
+                record["msg"] = "removed {0}; {1}".format(", ".join(removed), rollout.get("msg") or "")
+                if not rollout.get("complete"):
+                    record["failed"] = True
+                    raise DeployError("The canary of {0} was removed, but the stable Deployment did not get back to {1} "
+                                      "available pod(s): {2}".format(self.name, self.replicas, rollout.get("msg")))
+            return rollout
+        if not traffic.canary_of_version(live, self.deployment):
+            raise DeployError("canary_action promote: the canary of {0} that runs is not of the version the catalog "
+                              "gives now (its template differs): deploy to replace it, or abort it with "
+                              "canary_action abort. Nothing was applied.".format(self.name))
+        counts = {"stable_replicas": int((stable.get("spec") or {}).get("replicas") or 0),
+                  "canary_replicas": int((live.get("spec") or {}).get("replicas") or 0)}
+        self._apply_configmaps()
+        return self._promote(counts)
+
     def _prepare(self) -> int:
         """The stable pods' hash, the leftover canary (continued or removed), the new version's ConfigMaps; the step
         to start from."""

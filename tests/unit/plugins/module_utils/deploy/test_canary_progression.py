@@ -403,3 +403,58 @@ def test_leftovers_are_found_only_with_the_canary_deployment(api: CanaryApi) -> 
     assert progression.leftovers(api, NAME, NS) == [
         {"api_version": "v1", "kind": "Service", "name": NAME + "-stable"},
         {"api_version": "apps/v1", "kind": "Deployment", "name": CANARY}]
+
+
+def interrupted_at_step_2(api: CanaryApi, monkeypatch) -> None:
+    sleep = api.clock.sleep  # type: ignore[attr-defined]
+    calls = {"n": 0}
+
+    def interrupting(seconds: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Interrupted("SIGTERM")
+        sleep(seconds)
+
+    monkeypatch.setattr(api.clock, "sleep", interrupting)  # type: ignore[attr-defined]
+    deploy_failing(api, model())
+    monkeypatch.setattr(api.clock, "sleep", sleep)  # type: ignore[attr-defined]
+    assert api.objects[("Deployment", CANARY)]["spec"]["replicas"] == 2
+
+
+def test_canary_action_abort_removes_the_canary_and_restores_the_stable_replicas(api: CanaryApi, monkeypatch) -> None:
+    interrupted_at_step_2(api, monkeypatch)
+    entry = model()
+    engine = Engine(dict(args(model=entry), canary_action="abort"), lambda: api)
+    try:
+        found = engine.preflight()
+        engine.apply(found)
+    finally:
+        engine.release()
+    assert steps(engine) == ["Canary | Abort (canary_action abort)"]
+    assert ("Deployment", CANARY) not in api.objects
+    assert api.objects[("Deployment", NAME)]["spec"]["replicas"] == 4 and tag_of(api) == "1.4.0"
+
+
+def test_canary_action_promote_promotes_now(api: CanaryApi, monkeypatch) -> None:
+    interrupted_at_step_2(api, monkeypatch)
+    api.clock.slept.clear()  # type: ignore[attr-defined]
+    engine = Engine(dict(args(model=model()), canary_action="promote"), lambda: api)
+    try:
+        engine.apply(engine.preflight())
+    finally:
+        engine.release()
+    assert [name.split(":")[0] for name in steps(engine)] == ["Canary | Promote"]
+    assert api.clock.slept == []  # type: ignore[attr-defined]
+    assert tag_of(api) == "1.5.0" and ("Deployment", CANARY) not in api.objects
+    assert api.objects[("Deployment", NAME)]["spec"]["replicas"] == 4
+
+
+def test_canary_action_without_a_canary_says_so(api: CanaryApi) -> None:
+    engine = Engine(dict(args(model=model()), canary_action="abort"), lambda: api)
+    with pytest.raises(DeployError) as raised:
+        try:
+            engine.apply(engine.preflight())
+        finally:
+            engine.release()
+    assert str(raised.value) == ("canary_action abort: no canary of image-classifier runs in namespace ai-serving (no "
+                                 "Deployment image-classifier-canary). Nothing was applied.")
