@@ -113,7 +113,7 @@ def test_a_good_canary_is_promoted_through_every_step(real: Dict[str, Any], kube
 
 
 def test_a_failing_canary_is_aborted_at_the_first_step(real: Dict[str, Any], kubeconfig: str, api_client,
-                                                      apps_v1) -> None:
+                                                       apps_v1) -> None:
     before = release(apps_v1, real["namespace"])
     run, load, _seconds = deploy_under_load(real, kubeconfig, api_client,
                                             models("3", model_class="functools:singledispatch"))

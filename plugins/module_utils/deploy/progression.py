@@ -77,6 +77,8 @@ class Progression:
         self.stable_hash = ""
         self._simulated: Dict[str, bool] = {}
         self.checks: List[Dict[str, Any]] = []
+        #: The pods the last scrape could not read, with why.
+        self.unread: List[str] = []
 
     # ---- the whole progression ----
 
@@ -197,8 +199,8 @@ class Progression:
                 line = verdict.line(number, weight)
                 self.checks.append(dict(verdict.to_dict(), step=number, weight=weight, seconds=round(elapsed, 1),
                                         action=decision.action))
-                self.engine.notify("    {0:.0f}s: {1}{2}".format(elapsed, line, " -> " + decision.reason
-                                                                   if decision.reason else ""))
+                said = " -> " + decision.reason if decision.reason else ""
+                self.engine.notify("    {0:.0f}s: {1}{2}".format(elapsed, line, said))
                 if decision.action == progress.WAIT:
                     continue
                 record["msg"] = line
@@ -252,7 +254,7 @@ class Progression:
         nodes = {str((p.get("metadata") or {}).get("name")): str((p.get("spec") or {}).get("nodeName") or "")
                  for p in pods}
         figures: Dict[str, Dict[str, analysis.Counts]] = {}
-        self.unread: List[str] = []
+        self.unread = []
         sender = self.proxy(SCRAPE_TIMEOUT)
         for track, names in state.version_pods(pods, self.stable_hash).items():
             figures[track] = {}
@@ -328,7 +330,9 @@ class Progression:
         """The stable Deployment takes the new version at its current size, then grows to the replica count while
         the canary shrinks, one pod each way; then the canary goes."""
         stable, canary = int(step["stable_replicas"]), int(step["canary_replicas"])
-        with self.engine.step("Canary | Promote: " + self.plan["promote"]) as record:
+        title = "Canary | Promote: the stable Deployment takes the new version at {0} pod(s), then grows to {1} while the " \
+            "canary's {2} pod(s) go".format(stable, self.replicas, canary)
+        with self.engine.step(title) as record:
             record["changed"] = True
             objects = copy.deepcopy(self.found["objects"])
             for obj in objects:

@@ -258,8 +258,8 @@ def test_a_good_canary_runs_every_step_then_is_promoted(api: CanaryApi) -> None:
         "Canary | Start",
         "Canary | Step 1: 25% for 1m (1 canary, 3 stable pod(s))",
         "Canary | Step 2: 50% for 1m (2 canary, 2 stable pod(s))",
-        "Canary | Promote: the stable Deployment takes the new version (rolling update of its 2 pod(s)), then grows "
-        "to 4 while the canary's 2 pod(s) go, one by one"]
+        "Canary | Promote: the stable Deployment takes the new version at 2 pod(s), then grows to 4 while the canary's 2 "
+        "pod(s) go"]
     step1 = next(s for s in engine.steps if s["name"].startswith("Canary | Step 1"))
     # 1 canary pod of 4: a quarter of the requests, as the step asks.
     assert step1["msg"] == ("step 1 (25%): canary 600 requests, error ratio 0.000, p99 9.9ms (share 25.0%); stable "
