@@ -282,6 +282,15 @@ verify:
       has such a step) and C(deleted_configmaps).
   returned: when the verify steps ran
   type: dict
+canary_checks:
+  description:
+    - Every check of a canary's steps (C(strategy.canary)) - C(step), C(weight), C(seconds) into the step, C(status)
+      (pass, fail, inconclusive), C(reasons), C(notes), C(canary_share) (percent of the requests the canary served),
+      C(canary) and C(stable) (C(requests), C(errors), C(error_ratio), C(p99_seconds)), and C(action) (wait, next,
+      promote, abort).
+  returned: when a canary's steps ran, also when it was aborted
+  type: list
+  elements: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -137,6 +137,8 @@ class Engine:
         self.signals: List[str] = []
         self.shielded = False
         self.current_step = ""
+        #: Every check of a canary's steps, when they ran (the action returns them).
+        self.canary_checks: List[Dict[str, Any]] = []
 
     # ---- plumbing ----
 
@@ -659,7 +661,9 @@ class Engine:
                 record["msg"] = "{0} objects admitted".format(len(objects))
         try:
             if canary:
-                return progression.Progression(self, found, field_manager).run()
+                run = progression.Progression(self, found, field_manager)
+                self.canary_checks = run.checks  # the same list, filled as the steps run
+                return run.run()
             rollout = self._apply_and_wait(found, field_manager)
         except Interrupted as exc:
             if canary:

@@ -458,3 +458,11 @@ def test_canary_action_without_a_canary_says_so(api: CanaryApi) -> None:
             engine.release()
     assert str(raised.value) == ("canary_action abort: no canary of image-classifier runs in namespace ai-serving (no "
                                  "Deployment image-classifier-canary). Nothing was applied.")
+
+
+def test_every_check_is_kept_for_the_result(api: CanaryApi) -> None:
+    engine = deploy(api, model())
+    assert [(c["step"], c["seconds"], c["status"], c["action"]) for c in engine.canary_checks] == [
+        (1, 20.0, "pass", "wait"), (1, 40.0, "pass", "wait"), (1, 60.0, "pass", "next"),
+        (2, 20.0, "pass", "wait"), (2, 40.0, "pass", "wait"), (2, 60.0, "pass", "promote")]
+    assert engine.canary_checks[2]["canary_share"] == 25.0
