@@ -335,7 +335,7 @@ class Engine:
         except CanaryPlanError as exc:
             raise DeployError("strategy.canary of {0}: {1}".format(name, exc)) from exc
         found["canary_plan"] = canary_plan.to_dict()
-        problem = progression.check_split(split)
+        problem = progression.check_split(split, canary.metrics)
         if not self.check_mode and problem:
             raise DeployError("strategy.canary of {0}: {1}".format(name, problem), canary_plan=found["canary_plan"])
         if self.check_mode:

@@ -406,10 +406,15 @@ def leftovers(client: Any, name: str, namespace: str) -> List[Dict[str, str]]:
     return found + [{"api_version": "apps/v1", "kind": "Deployment", "name": traffic.canary_name(name)}]
 
 
-def check_split(split: str) -> Optional[str]:
-    """Why a real run cannot progress with ``split`` (only the replica ratio runs its steps yet), or None."""
-    if split == "replicas":
-        return None
-    return ("split {0}: this version runs the steps of split replicas only (the {0} objects are planned and checked, "
-            "the progression with them is to come); set strategy.canary.split: replicas to run the canary by the "
-            "replica ratio, or remove strategy.canary. Nothing was applied.".format(split))
+def check_split(split: str, metrics: str = "pods") -> Optional[str]:
+    """Why a real run cannot progress with ``split`` and ``analysis.metrics`` (only the replica ratio and the pods' own
+    metrics run yet), or None: a canary is never run otherwise than the catalog says."""
+    if split != "replicas":
+        return ("split {0}: this version runs the steps of split replicas only (the {0} objects are planned and "
+                "checked, the progression with them is to come); set strategy.canary.split: replicas to run the canary "
+                "by the replica ratio, or remove strategy.canary. Nothing was applied.".format(split))
+    if metrics != "pods":
+        return ("analysis.metrics {0}: this version reads the pods' own metrics only (there is no inventory setting "
+                "for a Prometheus URL yet); set strategy.canary.analysis.metrics: pods. Nothing was applied."
+                .format(metrics))
+    return None

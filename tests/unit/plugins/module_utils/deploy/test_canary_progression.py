@@ -466,3 +466,11 @@ def test_every_check_is_kept_for_the_result(api: CanaryApi) -> None:
         (1, 20.0, "pass", "wait"), (1, 40.0, "pass", "wait"), (1, 60.0, "pass", "next"),
         (2, 20.0, "pass", "wait"), (2, 40.0, "pass", "wait"), (2, 60.0, "pass", "promote")]
     assert engine.canary_checks[2]["canary_share"] == 25.0
+
+
+def test_analysis_by_prometheus_is_refused_before_anything_is_applied(api: CanaryApi) -> None:
+    api.calls.clear()
+    _engine, error = deploy_failing(api, model(metrics="prometheus"))
+    assert str(error).startswith("strategy.canary of image-classifier: analysis.metrics prometheus: this version reads "
+                                 "the pods' own metrics only")
+    assert not any(call.startswith(("apply", "scale")) for call in api.calls)
