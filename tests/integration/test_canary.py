@@ -96,7 +96,7 @@ def test_an_interrupted_canary_stays_and_is_promoted_by_hand(kubeconfig: str, ca
     started.proc.send_signal(signal.SIGINT)
     run = started.finish(120, workers=workers)
     assert run.returncode != 0, run.explain()
-    assert f"Interrupted by SIGINT during 'Canary | Step 1: 10% for 5m (1 canary, 3 stable pod(s))'" in run.output, \
+    assert "Interrupted by SIGINT during 'Canary | Step 1: 10% for 5m (1 canary, 3 stable pod(s))'" in run.output, \
         run.explain()
     left = canaries(apps_v1, canary_namespace)
     assert [(d.metadata.name, d.spec.replicas) for d in left] == [(f"{MODEL}-canary", 1)]
