@@ -68,7 +68,7 @@ def test_check_prints_the_plan_and_a_real_run_aborts_without_metrics(kubeconfig:
     short = dict(changed, **catalog_with_canary(SHORT))
     aborted = run_playbook("deploy_model.yml", kubeconfig, short)
     assert aborted.returncode != 0, aborted.explain()
-    for text in ["Canary | Start [changed]", "Canary | Step 1: 10% for 2s (1 canary, 3 stable pod(s)) [failed]",
+    for text in ["Canary | Start [ok]", "Canary | Step 1: 10% for 2s (1 canary, 3 stable pod(s)) [failed]",
                  "metrics not read: ", "(simulated node)",
                  f"The canary of {MODEL} was aborted at step 1: not enough canary requests in ",
                  f"Removed Deployment/{MODEL}-canary; the stable version is back at 4 available pod(s)"]:
@@ -83,7 +83,7 @@ def canaries(apps_v1, namespace: str) -> list:
 
 
 def test_an_interrupted_canary_stays_and_is_promoted_by_hand(kubeconfig: str, canary_namespace: str, apps_v1) -> None:
-    """Ctrl-C during step 1 leaves the canary beside the stable version; playbooks/canary.yml -e action=promote then
+    """Ctrl-C during step 1 leaves the canary beside the stable version; playbooks/canary.yml -e canary_action=promote then
     promotes it (the scale subresource and the one-pod moves on a real API server); a plain rerun changes nothing."""
     extra = {"model": MODEL, "ai_namespace_name": canary_namespace, **catalog_with_canary(LONG),
              "ai_serving_pod_annotations": {"example.com/release": "3"}}
@@ -102,7 +102,7 @@ def test_an_interrupted_canary_stays_and_is_promoted_by_hand(kubeconfig: str, ca
     assert [(d.metadata.name, d.spec.replicas) for d in left] == [(f"{MODEL}-canary", 1)]
     assert apps_v1.read_namespaced_deployment(MODEL, canary_namespace).spec.replicas == 3
 
-    promoted = run_playbook("canary.yml", kubeconfig, dict(extra, action="promote"))
+    promoted = run_playbook("canary.yml", kubeconfig, dict(extra, canary_action="promote"))
     assert promoted.returncode == 0, promoted.explain()
     assert "Canary | Promote: " in promoted.output and "Canary | Step" not in promoted.output, promoted.explain()
     stable = apps_v1.read_namespaced_deployment(MODEL, canary_namespace)
@@ -111,9 +111,9 @@ def test_an_interrupted_canary_stays_and_is_promoted_by_hand(kubeconfig: str, ca
     assert canaries(apps_v1, canary_namespace) == []
 
     again = run_playbook("deploy_model.yml", kubeconfig, extra)
-    assert again.returncode == 0 and again.recap()["changed"] == 0, again.explain()
+    assert again.returncode == 0 and again.recap["changed"] == 0, again.explain()
 
-    nothing = run_playbook("canary.yml", kubeconfig, dict(extra, action="abort"))
+    nothing = run_playbook("canary.yml", kubeconfig, dict(extra, canary_action="abort"))
     assert nothing.returncode != 0, nothing.explain()
     assert f"canary_action abort: no canary of {MODEL} runs in namespace {canary_namespace}" in nothing.output, \
         nothing.explain()

@@ -710,7 +710,7 @@ class Engine:
         else:
             then = ("The canary stays as it is, beside the stable version, unwatched. Deploy the same version again to "
                     "continue from the step the cluster shows, or abort it: ansible-playbook -i <inventory> "
-                    "playbooks/canary.yml -e model={0} -e action=abort".format(name))
+                    "playbooks/canary.yml -e model={0} -e canary_action=abort".format(name))
         return "Interrupted by {0} during '{1}'. {2}.".format(signame, during, then)
 
     def keep_as_last_good(self, found: Dict[str, Any]) -> None:

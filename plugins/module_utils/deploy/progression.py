@@ -358,6 +358,12 @@ class Progression:
                                           self.field_manager)
                     except K8sAccessError as exc:
                         raise self.engine.unreachable(exc, "scaling the canary down", applied=True) from exc
+            try:
+                # The whole Deployment once more, at the replica count: the scale subresource's writes took
+                # spec.replicas from the apply's ownership, which would make the next deploy's apply a change.
+                self.client.apply(self.deployment, self.field_manager)
+            except K8sAccessError as exc:
+                raise self.engine.unreachable(exc, "applying the promoted Deployment", applied=True) from exc
             removed = self._remove_canary()
             record["msg"] = "{0} runs the new version with {1} pod(s); removed {2}".format(
                 self.name, self.replicas, ", ".join(removed) or "nothing")
