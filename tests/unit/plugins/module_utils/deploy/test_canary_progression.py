@@ -111,8 +111,8 @@ class CanaryApi(FakeApi):
                 continue  # kept: the history
             del self.objects[key]
         for (kind, name), deployment in list(self.objects.items()):
-            if kind != "Deployment":
-                continue
+            if kind != "Deployment" or "template" not in deployment.get("spec", {}):
+                continue  # (a hand-made leftover without a template)
             digest = template_digest(deployment)[:10]
             revision = deployment["metadata"]["annotations"].get("deployment.kubernetes.io/revision", "1")
             labels = dict(deployment["spec"]["template"]["metadata"]["labels"], **{"pod-template-hash": digest})
