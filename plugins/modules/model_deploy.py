@@ -174,7 +174,7 @@ options:
     default: false
   canary_action:
     description:
-      - For a model with C(strategy.canary) and a canary left in the cluster (an interrupted run): V(none) continues
+      - For a model with C(strategy.canary) and a canary left in the cluster (an interrupted run) - V(none) continues
         its steps (or starts them); V(promote) promotes it now, skipping the steps left; V(abort) removes it and gives
         the stable Deployment its replicas back, applying nothing else. V(promote) and V(abort) fail when no canary
         of this version runs.
