@@ -189,6 +189,8 @@ class ActionModule(ActionBase):
         os._exit(1)
 
     def _finish(self, result: Dict[str, Any], engine: Engine) -> None:
+        if engine.canary_checks:
+            result["canary_checks"] = engine.canary_checks
         if engine.warnings:
             result.setdefault("warnings", []).extend(engine.warnings)
         if engine.diffs:

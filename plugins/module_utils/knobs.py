@@ -123,6 +123,10 @@ KNOBS: Tuple[Knob, ...] = (
     Knob("continue_forward", "bool", False,
          "When the model is found in the middle of a failed or interrupted rollout, deploy over it instead of "
          "putting the last good version back first."),
+    Knob("canary_action", "str", "none",
+         "What a deploy of a model with strategy.canary does to the canary a run left - none runs or continues its "
+         "steps, promote promotes it now (skipping the steps left), abort removes it and gives the stable version its "
+         "replicas back. playbooks/canary.yml sets it.", choices=("none", "promote", "abort")),
 )
 
 BY_NAME: Dict[str, Knob] = {knob.name: knob for knob in KNOBS}

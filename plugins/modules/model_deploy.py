@@ -46,6 +46,13 @@ description:
   - An API server that does not answer is retried with backoff for up to O(api_retry_seconds); then the run fails
     naming the server, the step and whether a rollback is still owed. SIGINT or SIGTERM during the apply or the wait
     makes the run finish the rollback it owes (at most 120 seconds) before it stops, and say what it left.
+  - B(Canary) - a model with C(strategy.canary) (split C(replicas)) whose new version changes its pods runs the canary
+    instead of one rolling update - per step the Deployment C(<model>-canary) with the step's pods beside the stable
+    one (scaled through its scale subresource), each version's pods' metrics read through the API server's pod proxy
+    every C(analysis.interval) and judged, one line per check (RV(canary_checks)); a broken bound removes the canary,
+    gives the stable version its replicas back and fails; after the last step the stable Deployment takes the new
+    version and the canary goes, one pod at a time. A canary a run left is continued, replaced or removed; O(canary_action)
+    promotes or aborts it by hand (C(docs/deploy_model.md), Canary).
   - Prints one line per step with its duration, and returns them in RV(steps).
   - The runtime roles' internal role C(_common) calls it once with O(phase=all) and O(stop_for_build=true); only
     when an image is to be built (RV(build_pending)) does it stop before the apply, and the role builds the image,
@@ -165,6 +172,15 @@ options:
         last good version back first.
     type: bool
     default: false
+  canary_action:
+    description:
+      - For a model with C(strategy.canary) and a canary left in the cluster (an interrupted run) - V(none) continues
+        its steps (or starts them); V(promote) promotes it now, skipping the steps left; V(abort) removes it and gives
+        the stable Deployment its replicas back, applying nothing else. V(promote) and V(abort) fail when no canary
+        of this version runs.
+    type: str
+    choices: [none, promote, abort]
+    default: none
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 attributes:
@@ -273,6 +289,15 @@ verify:
       has such a step) and C(deleted_configmaps).
   returned: when the verify steps ran
   type: dict
+canary_checks:
+  description:
+    - Every check of a canary's steps (C(strategy.canary)) - C(step), C(weight), C(seconds) into the step, C(status)
+      (pass, fail, inconclusive), C(reasons), C(notes), C(canary_share) (percent of the requests the canary served),
+      C(canary) and C(stable) (C(requests), C(errors), C(error_ratio), C(p99_seconds)), and C(action) (wait, next,
+      promote, abort).
+  returned: when a canary's steps ran, also when it was aborted
+  type: list
+  elements: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -81,6 +81,10 @@ description:
     same model (its Lease) before failing with its holder; V(0) fails at once.
   - C(ai_serving_continue_forward) (bool; inventory, C(-e); default V(false)) - When the model is found in the middle
     of a failed or interrupted rollout, deploy over it instead of putting the last good version back first.
+  - C(ai_serving_canary_action) (str; inventory, C(-e); default V(none); one of V(none), V(promote), V(abort)) - What
+    a deploy of a model with strategy.canary does to the canary a run left - V(none) runs or continues its steps,
+    V(promote) promotes it now (skipping the steps left), V(abort) removes it and gives the stable version its
+    replicas back. playbooks/canary.yml sets it.
 options:
   runtime:
     description:

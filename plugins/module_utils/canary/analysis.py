@@ -40,7 +40,9 @@ class Counts:
 
 
 def _matches(sample: Sample, series: Series) -> bool:
-    if sample.name != series.name:
+    # prometheus_client's parser names a counter's samples <family>_total even when the server wrote them without
+    # the suffix (TF Serving's request_count, TorchServe's Requests2XX, Triton's nv_inference_request_success).
+    if sample.name not in (series.name, series.name + "_total"):
         return False
     for label, pattern in series.match:
         if not re.fullmatch(pattern, sample.labels.get(label, "")):

@@ -14,6 +14,7 @@ A step lasts its pause and is checked every ``analysis.interval``:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import List, Tuple
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.analysis import FAIL, INCONCLUSIVE, Verdict
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.spec import format_seconds
@@ -44,3 +45,26 @@ def decide(verdict: Verdict, elapsed_seconds: float, pause_seconds: float, last_
                                "during the rollout, or lower analysis.min_requests"
                         % (format_seconds(elapsed_seconds), "; ".join(verdict.notes)))
     return Decision(PROMOTE if last_step else NEXT)
+
+
+def next_check(elapsed_seconds: float, pause_seconds: float, interval_seconds: float) -> float:
+    """Seconds to wait before the next check: every ``interval``, and once exactly at the end of the pause."""
+    interval = max(float(interval_seconds), 0.001)
+    if elapsed_seconds < pause_seconds:
+        return max(0.0, min(interval, pause_seconds - elapsed_seconds))
+    return interval
+
+
+def promotion_moves(stable: int, canary: int, replicas: int) -> List[Tuple[int, int]]:
+    """The (stable, canary) pod counts the replica split's promotion goes through, after the stable Deployment took the
+    new version at ``stable`` pods: one more stable pod, then one canary pod fewer, until ``replicas`` stable pods and
+    no canary (capacity never drops below ``replicas`` ready pods, nor rises more than one pod above the step's)."""
+    moves: List[Tuple[int, int]] = []
+    while stable < replicas or canary > 0:
+        if stable < replicas:
+            stable += 1
+            moves.append((stable, canary))
+        if canary > 0 and (stable + canary > replicas or stable >= replicas):
+            canary -= 1
+            moves.append((stable, canary))
+    return moves

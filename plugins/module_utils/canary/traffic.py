@@ -19,6 +19,8 @@ Every function returns new objects; nothing here reads the cluster.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 Obj = Dict[str, Any]
@@ -28,6 +30,9 @@ CANARY = "canary"
 STABLE = "stable"
 POD_TEMPLATE_HASH = "pod-template-hash"
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
+#: On the canary's Deployment: a digest of the template it was made from, so a later run knows whether the canary it
+#: finds is of the version it deploys (the server's defaults make the live template differ from the rendered one).
+TEMPLATE_ANNOTATION = "creativeflow.ai/canary-template"
 #: The Service ports an HTTPRoute carries, most likely first (runtime port names): gRPC ports are left to the Service.
 HTTP_PORT_NAMES = ("http", "rest", "inference")
 
@@ -67,7 +72,34 @@ def canary_deployment(deployment: Mapping[str, Any], replicas: int) -> Obj:
     template["metadata"]["labels"] = dict(template["metadata"].get("labels") or {}, **{TRACK_LABEL: CANARY})
     labels[TRACK_LABEL] = CANARY
     return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": canary_name(name), "namespace": namespace, "labels": labels}, "spec": spec}
+            "metadata": {"name": canary_name(name), "namespace": namespace, "labels": labels,
+                         "annotations": {TEMPLATE_ANNOTATION: template_digest(deployment)}}, "spec": spec}
+
+
+def template_digest(deployment: Mapping[str, Any]) -> str:
+    """A short digest of a rendered Deployment's pod template: which version a canary runs."""
+    template = (deployment.get("spec") or {}).get("template") or {}
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def canary_of_version(live: Optional[Mapping[str, Any]], deployment: Mapping[str, Any]) -> bool:
+    """Whether the live canary Deployment ``live`` was made from the rendered ``deployment``'s template."""
+    annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(TEMPLATE_ANNOTATION) == template_digest(deployment)
+
+
+def removal_order(model_name: str, split: str, istio_version: str = "networking.istio.io/v1") -> List[Tuple[str, str, str]]:
+    """(apiVersion, kind, name) of a canary's objects in the order an abort or a promotion deletes them: the routes
+    first (every request back to the stable version), the Deployment last, so a canary Deployment that is gone means
+    its routes are gone too (a later run looks for the Deployment only)."""
+    objects: List[Tuple[str, str, str]] = []
+    if split == "gateway":
+        objects += [(GATEWAY_API_VERSION, "HTTPRoute", model_name), ("v1", "Service", stable_name(model_name)),
+                    ("v1", "Service", canary_name(model_name))]
+    elif split == "istio":
+        objects += [(istio_version, "VirtualService", model_name), (istio_version, "DestinationRule", model_name)]
+    return objects + [("apps/v1", "Deployment", canary_name(model_name))]
 
 
 def http_port(service: Mapping[str, Any]) -> Dict[str, Any]:

@@ -56,7 +56,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.pla
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.spec import canary_of
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.traffic import name_problem
-from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy import checks, plan
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy import checks, plan, progression
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.kube import Conflict, DeployClient
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import DeployError
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit import GpuFitError
@@ -65,7 +65,11 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit.cl
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.gpu_fit.cluster import CapacityCheck
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_common import K8sAccessError
-from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout import RolloutError, revision_of
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout import (
+    RolloutError,
+    revision_of,
+    same_template,
+)
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.rollout_wait import (
     DEFAULTS as ROLLOUT_DEFAULTS,
 )
@@ -133,6 +137,8 @@ class Engine:
         self.signals: List[str] = []
         self.shielded = False
         self.current_step = ""
+        #: Every check of a canary's steps, when they ran (the action returns them).
+        self.canary_checks: List[Dict[str, Any]] = []
 
     # ---- plumbing ----
 
@@ -254,6 +260,8 @@ class Engine:
                                             label_selector=model_selector):
                     extras[plan.extra_key(kind, (obj.get("metadata") or {}).get("name", ""))] = obj
             missing = [ref for ref in refs if self.client.get(ref["kind"], ref["name"], namespace) is None]
+            # A canary a run left: removed by a plain deploy, continued by a canary of the same version.
+            snapshot["canary_leftovers"] = progression.leftovers(self.client, name, namespace)
             node_port_range = self._node_port_range() if (model.get("service") or {}).get("node_ports") else None
         except K8sAccessError as exc:
             raise self._unreachable(exc, "") from exc
@@ -297,8 +305,9 @@ class Engine:
         return checks.node_port_range(pods)
 
     def _canary(self, found: Dict[str, Any]) -> str:
-        """The canary's plan on this cluster (``found["canary_plan"]``), as lines; the progression itself is not
-        run yet, so outside check mode a canary stops the deploy here, before anything is applied."""
+        """The canary's plan on this cluster (``found["canary_plan"]``), as lines; :meth:`apply` runs it
+        (:mod:`.progression`) when the new version changes the pods. Outside check mode a split whose steps this
+        version does not run stops the deploy here, before anything is applied."""
         model, name, namespace = found["model"], found["name"], found["namespace"]
         canary = canary_of(model)
         if canary is None:  # called only for an entry with strategy.canary
@@ -326,16 +335,15 @@ class Engine:
         except CanaryPlanError as exc:
             raise DeployError("strategy.canary of {0}: {1}".format(name, exc)) from exc
         found["canary_plan"] = canary_plan.to_dict()
-        if not self.check_mode:
-            raise DeployError(
-                "strategy.canary of {0}: this version plans the canary (--check shows the plan) but does not run its "
-                "steps yet. Remove strategy.canary to deploy with a rolling update. Nothing was applied.".format(name),
-                canary_plan=found["canary_plan"])
-        # The apply steps below still dry-run the model's objects as a rolling update would change them.
-        self.warnings.append("--check of {0}: the plan is the 'Preflight | Canary plan' step; the dry run and diff "
-                             "that follow show a rolling update's changes, while the canary leaves Deployment {0}'s "
-                             "template as it is until the promotion.".format(name))
-        return "\n    ".join(canary_plan.lines())
+        problem = progression.check_split(split, canary.metrics)
+        if not self.check_mode and problem:
+            raise DeployError("strategy.canary of {0}: {1}".format(name, problem), canary_plan=found["canary_plan"])
+        if self.check_mode:
+            # The apply steps below still dry-run the model's objects as a rolling update would change them.
+            self.warnings.append("--check of {0}: the plan is the 'Preflight | Canary plan' step; the dry run and diff "
+                                 "that follow show a rolling update's changes, while the canary leaves Deployment "
+                                 "{0}'s template as it is until the promotion.".format(name))
+        return "\n    ".join(canary_plan.lines() + (["note: " + problem] if problem else []))
 
     def _gpu(self, found: Dict[str, Any]) -> str:
         model, name, namespace = found["model"], found["name"], found["namespace"]
@@ -625,11 +633,15 @@ class Engine:
         field_manager = self.args.get("field_manager") or "creativeflow-ai-serving"
         objects: List[Dict[str, Any]] = found["objects"]
         name, namespace = found["name"], found["namespace"]
+        canary = False
         if not self.check_mode:
             if not self.holding and (found.get("lock") or {}).get("identity"):
                 with self.step("Lock | Check that this run still holds Lease {0}".format(
                         deploy_lease.lease_name(name))) as record:
                     record["msg"] = self.recheck_lock(found)
+            action = self.args.get("canary_action") or "none"
+            if action != "none":
+                return self._canary_by_hand(found, action, field_manager)
             if (found.get("last_good") or {}).get("position") == last_good.AWAY_UNFINISHED and \
                     not self.args.get("continue_forward"):
                 self._repair(found, field_manager)
@@ -637,7 +649,10 @@ class Engine:
                 warnings: List[str] = []
                 try:
                     for obj in objects:
-                        warnings.extend(self.client.apply(obj, field_manager, dry_run=True)[1])
+                        after, said = self.client.apply(obj, field_manager, dry_run=True)
+                        warnings.extend(said)
+                        if obj["kind"] == "Deployment":
+                            canary = self._runs_canary(found, after)
                 except K8sAccessError as exc:
                     raise self._dry_run_error(exc, name) from exc
                 violations = plan.pod_security_violations(warnings)
@@ -645,11 +660,58 @@ class Engine:
                     raise DeployError(plan.pod_security_message(name, namespace, violations, KNOB_PREFIX))
                 record["msg"] = "{0} objects admitted".format(len(objects))
         try:
+            if canary:
+                run = progression.Progression(self, found, field_manager)
+                self.canary_checks = run.checks  # the same list, filled as the steps run
+                return run.run()
             rollout = self._apply_and_wait(found, field_manager)
         except Interrupted as exc:
+            if canary:
+                raise DeployError(self._canary_interrupted(found, exc.signame)) from exc
             self._after_interrupt(found, exc.signame, field_manager)
             raise  # not reached: _after_interrupt raises DeployError
         return rollout
+
+    def _canary_by_hand(self, found: Dict[str, Any], action: str, field_manager: str) -> Dict[str, Any]:
+        """canary_action promote or abort: what the operator asked of the canary a run left, nothing else."""
+        if not found.get("canary_plan"):
+            raise DeployError("canary_action {0}: {1} has no canary to {0}: {2}. Nothing was applied.".format(
+                action, found["name"], "its catalog entry has no strategy.canary (a plain deploy removes what a canary "
+                "left)" if canary_of(found["model"]) is None else "it is not deployed yet"))
+        try:
+            return progression.Progression(self, found, field_manager).by_hand(action)
+        except Interrupted as exc:
+            raise DeployError(self._canary_interrupted(found, exc.signame)) from exc
+
+    def _runs_canary(self, found: Dict[str, Any], dry_run: Mapping[str, Any]) -> bool:
+        """Whether this run is a canary: the model has one planned and the new version changes the pods (the dry run's
+        template differs from the stable Deployment's); otherwise a plain apply, which also removes a canary's
+        leftovers (``plan.absent_objects``)."""
+        if not found.get("canary_plan") or found["snapshot"].get("deployment") is None:
+            return False
+        try:  # read now: a repair of an unfinished rollout may have changed it since the preflight
+            stable = self.client.get("Deployment", found["name"], found["namespace"], api_version="apps/v1") or {}
+        except K8sAccessError as exc:
+            raise self._unreachable(exc, "reading the stable version") from exc
+        if same_template(((stable.get("spec") or {}).get("template") or {}),
+                         ((dry_run.get("spec") or {}).get("template") or {})):
+            self.notify("  canary of {0} not run: the new version does not change the pods (a plain apply)".format(
+                found["name"]))
+            return False
+        return True
+
+    def _canary_interrupted(self, found: Dict[str, Any], signame: str) -> str:
+        name = found["name"]
+        during = self.current_step or "the canary"
+        if "Promote" in during:
+            then = ("The promotion was cut short: the stable Deployment may be half rolled out and the canary still "
+                    "runs. Deploy again: a deploy puts the last good version back first, then starts the canary over "
+                    "(or removes what the canary left when the pods no longer change)")
+        else:
+            then = ("The canary stays as it is, beside the stable version, unwatched. Deploy the same version again to "
+                    "continue from the step the cluster shows, or abort it: ansible-playbook -i <inventory> "
+                    "playbooks/canary.yml -e model={0} -e canary_action=abort".format(name))
+        return "Interrupted by {0} during '{1}'. {2}.".format(signame, during, then)
 
     def keep_as_last_good(self, found: Dict[str, Any]) -> None:
         """After the rollout completed and the verify steps passed (or were not selected): the last good version."""
@@ -907,8 +969,22 @@ class Engine:
             return self.client.get(obj["kind"], name, obj["metadata"]["namespace"], api_version=obj["apiVersion"])
         return None
 
+    # What the canary's progression (:mod:`.progression`) uses of the engine.
+
+    def replicasets(self, deployment: Mapping[str, Any], namespace: str) -> List[Dict[str, Any]]:
+        return self._replicasets(deployment, namespace)
+
+    def unreachable(self, exc: K8sAccessError, doing: str, applied: bool = False) -> DeployError:
+        return self._unreachable(exc, doing, applied)
+
+    def apply_all(self, found: Dict[str, Any], field_manager: str) -> List[str]:
+        return self._apply_all(found, field_manager)
+
+    def roll_back(self, found: Dict[str, Any], failure: str, field_manager: str, replicas: Optional[int] = None) -> None:
+        self._roll_back(found, failure, field_manager, replicas=replicas)
+
     def _roll_back(self, found: Dict[str, Any], failure: str, field_manager: str,
-                   bound: Optional[int] = None) -> None:
+                   bound: Optional[int] = None, replicas: Optional[int] = None) -> None:
         name, namespace, snapshot = found["name"], found["namespace"], found["snapshot"]
         first = snapshot.get("deployment") is None
         rollback = bool(self.args.get("rollback_on_failure", True))
@@ -922,7 +998,7 @@ class Engine:
                         # The last good version, never "what exists now" (which may be a broken rollout).
                         good = self._good_revision(found)
                         revision = good if good is not None else revision
-                        undo = self._undo(found, revision, field_manager, bound)
+                        undo = self._undo(found, revision, field_manager, bound, replicas)
                         for obj in plan.restore_objects(snapshot) + plan.restore_extras(
                                 snapshot, found.get("changed") or []):
                             self.client.apply(obj, field_manager)
@@ -946,12 +1022,13 @@ class Engine:
                           rollout=undo or {})
 
     def _undo(self, found: Dict[str, Any], revision: Optional[int], field_manager: str,
-              bound: Optional[int] = None) -> Dict[str, Any]:
+              bound: Optional[int] = None, replicas: Optional[int] = None) -> Dict[str, Any]:
         snapshot = found["snapshot"]
         definition = next(o for o in found["objects"] if o["kind"] == "Deployment")
         timeout = int(self.args["rollout_timeout"])
         params = dict(ROLLOUT_DEFAULTS, namespace=found["namespace"], name=found["name"], undo=True,
-                      to_revision=revision, replicas=plan.current_replicas(snapshot), definition=definition,
+                      to_revision=revision, definition=definition,
+                      replicas=replicas if replicas is not None else plan.current_replicas(snapshot),
                       timeout=min(timeout, bound) if bound else timeout,
                       fail_fast=int(self.args["rollout_fail_fast"]), field_manager=field_manager)
         try:

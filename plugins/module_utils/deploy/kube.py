@@ -157,6 +157,22 @@ class DeployClient(JsonReader, RolloutClient):
             warnings = _decode_warnings(header.split(", "))
         return json.loads(response.data), warnings
 
+    def scale(self, name: str, namespace: str, replicas: int, field_manager: str) -> Dict[str, Any]:
+        """Set a Deployment's replica count through its scale subresource: only ``spec.replicas`` changes (an apply
+        of a partial Deployment under the deploy's field manager would remove the fields it leaves out)."""
+        return self._retry(lambda: self._scale(name, namespace, replicas, field_manager))
+
+    def _scale(self, name: str, namespace: str, replicas: int, field_manager: str) -> Dict[str, Any]:
+        what = "scale Deployment {0} in namespace {1} to {2}".format(name, namespace, replicas)
+        try:
+            resource = self._client.resource("Deployment", "apps/v1")
+            answer = self._client.client.patch(
+                resource.subresources["scale"], body={"spec": {"replicas": int(replicas)}}, name=name,
+                namespace=namespace, content_type="application/merge-patch+json", field_manager=field_manager)
+        except Exception as exc:  # mapped to a clear message
+            raise self._error(what, exc) from exc
+        return answer.to_dict()
+
     def delete(self, api_version: str, kind: str, name: str, namespace: str, dry_run: bool = False) -> bool:
         """Delete one object; ``False`` when it was not there."""
         return self._retry(lambda: self._delete(api_version, kind, name, namespace, dry_run))

@@ -99,8 +99,9 @@ def extra_key(kind: str, name: str) -> str:
 
 
 def absent_objects(snapshot: Mapping[str, Any], objects: Sequence[Obj], name: str) -> List[Dict[str, str]]:
-    """The HorizontalPodAutoscaler, PodDisruptionBudget and ServiceMonitor the model had and no longer has, and the
-    objects a record added that it no longer asks for (a check switched off)."""
+    """The HorizontalPodAutoscaler, PodDisruptionBudget and ServiceMonitor the model had and no longer has, the
+    objects a record added that it no longer asks for (a check switched off), and a canary's leftovers
+    (``snapshot["canary_leftovers"]``)."""
     rendered = {obj["kind"] for obj in objects}
     absent = []
     for key in OPTIONAL_KEYS:
@@ -116,7 +117,8 @@ def absent_objects(snapshot: Mapping[str, Any], objects: Sequence[Obj], name: st
     for configmap in snapshot.get("configmaps") or []:
         if not config_configmap(name, configmap) and extra_key("ConfigMap", configmap) not in named:
             absent.append({"api_version": "v1", "kind": "ConfigMap", "name": configmap})
-    return absent
+    # What a canary left (an interrupted run, a canary taken out of the catalog): its routes first, its Deployment last.
+    return absent + [dict(item) for item in snapshot.get("canary_leftovers") or []]
 
 
 def restore_extras(snapshot: Mapping[str, Any], changed: Sequence[str]) -> List[Obj]:

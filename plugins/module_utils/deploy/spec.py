@@ -35,6 +35,7 @@ ARGUMENT_SPEC.update(
     api_retry_seconds=dict(type="int", default=60),
     lock_wait=dict(type="int", default=0),
     continue_forward=dict(type="bool", default=False),
+    canary_action=dict(type="str", choices=["none", "promote", "abort"], default="none"),
 )
 
 

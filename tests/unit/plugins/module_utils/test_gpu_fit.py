@@ -1031,3 +1031,17 @@ def test_a_thousand_replicas_replaced_one_at_a_time() -> None:
     surge = RolloutStrategy(max_surge=1, max_unavailable=0)
     stuck = check_fit(request(1000, strategy=surge), nodes, old, [quota("q", 1000, 1000)], old)
     assert not stuck.fits and "needs 1 nvidia.com/gpu at the rollout's peak (1 surge pod)" in stuck.msg
+
+
+def test_a_canarys_pods_are_not_the_stable_deployments() -> None:
+    """Issue 15: the canary's pods carry the model's selector labels, so a list by the stable Deployment's selector
+    returns them too; only the pods of the Deployment's own ReplicaSets are its pods (the canary's are other pods)."""
+    labels = {"app.kubernetes.io/component": "model-server", "creativeflow.ai/model-name": "m"}
+    deployment = {"metadata": {"name": "m", "uid": "d-stable"}, "spec": {"selector": {"matchLabels": labels}}}
+    replicasets = [{"metadata": {"name": "m-1", "uid": "rs-stable", "ownerReferences": [{"uid": "d-stable"}]}},
+                   {"metadata": {"name": "m-canary-1", "uid": "rs-canary", "ownerReferences": [{"uid": "d-canary"}]}}]
+    stable = {"metadata": {"name": "m-1-a", "labels": labels, "ownerReferences": [{"uid": "rs-stable"}]},
+              "status": {"phase": "Running"}}
+    canary = {"metadata": {"name": "m-canary-1-a", "labels": dict(labels, **{"creativeflow.ai/track": "canary"}),
+                           "ownerReferences": [{"uid": "rs-canary"}]}, "status": {"phase": "Running"}}
+    assert [p["metadata"]["name"] for p in deployment_pods(deployment, replicasets, [stable, canary])] == ["m-1-a"]

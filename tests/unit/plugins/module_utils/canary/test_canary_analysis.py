@@ -89,6 +89,25 @@ def test_every_runtime_with_request_metrics_is_read_from_its_own_names():
     assert runtimes.get("ollama").request_metrics is None
 
 
+def test_counters_typed_without_total_are_read():
+    """Servers that declare a counter without the _total suffix (TF Serving, TorchServe, Triton): prometheus_client's
+    parser renames its samples <name>_total, and they are still counted."""
+    text = "\n".join([
+        "# TYPE :tensorflow:serving:request_count counter",
+        ':tensorflow:serving:request_count{model_name="m",status="OK"} 90',
+        ':tensorflow:serving:request_count{model_name="m",status="UNAVAILABLE"} 10',
+        "# TYPE Requests5XX counter", 'Requests5XX{Level="Host",Hostname="h"} 25',
+        "# TYPE Requests2XX counter", 'Requests2XX{Level="Host",Hostname="h"} 75',
+        "# TYPE nv_inference_request_success counter", 'nv_inference_request_success{model="d",version="1"} 30',
+        "# TYPE nv_inference_request_failure counter", 'nv_inference_request_failure{model="d",version="1"} 3', ""])
+    samples = parse(text)
+    assert samples[0].name == ":tensorflow:serving:request_count_total"
+    found = {name: read_counts(samples, runtimes.get(name).request_metrics) for name in ("tf_serving", "torchserve",
+                                                                                         "triton")}
+    assert {name: (counts.requests, counts.errors) for name, counts in found.items()} == {
+        "tf_serving": (100, 10), "torchserve": (100, 25), "triton": (33, 3)}
+
+
 # ---- increases between scrapes
 
 def test_increase_between_two_scrapes():

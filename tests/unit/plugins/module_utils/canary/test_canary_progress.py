@@ -14,6 +14,8 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.pro
     WAIT,
     Decision,
     decide,
+    next_check,
+    promotion_moves,
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.spec import Bounds
 
@@ -45,3 +47,20 @@ def test_too_few_requests_get_one_more_pause_then_abort():
     assert decide(FEW, 240, 120, True) == Decision(
         ABORT, "not enough canary requests in 4m (3 of the 20 canary requests a verdict needs): send traffic through "
                "the model's Service during the rollout, or lower analysis.min_requests")
+
+
+@pytest.mark.parametrize("elapsed, expected", [(0, 15), (50, 10), (60, 15), (75, 15)])
+def test_checks_come_every_interval_and_once_at_the_end_of_the_pause(elapsed, expected):
+    assert next_check(elapsed, 60, 15) == expected
+
+
+@pytest.mark.parametrize("stable, canary, replicas, moves", [
+    (2, 2, 4, [(3, 2), (3, 1), (4, 1), (4, 0)]),
+    (3, 1, 4, [(4, 1), (4, 0)]),
+    (1, 1, 1, [(1, 0)]),  # one replica: the canary ran beside it
+    (0, 2, 2, [(1, 2), (1, 1), (2, 1), (2, 0)]),  # a 100% step: the stable version had no pod
+])
+def test_the_promotion_moves_one_pod_each_way(stable, canary, replicas, moves):
+    assert promotion_moves(stable, canary, replicas) == moves
+    # never fewer than the replicas, never more than one pod above the step's pods
+    assert all(s + c >= min(replicas, stable + canary) and s + c <= stable + canary + 1 for s, c in moves)

@@ -11,12 +11,16 @@ import pytest
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import manifests, runtimes
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.traffic import (
+    TEMPLATE_ANNOTATION,
     canary_deployment,
+    canary_of_version,
     destination_rule,
     http_port,
     http_route,
     name_problem,
+    removal_order,
     step_objects,
+    template_digest,
     version_service,
     virtual_service,
 )
@@ -57,7 +61,8 @@ def test_canary_deployment_is_the_new_version_with_the_track_label():
     assert deployment == before  # not modified
     assert canary["metadata"] == {"name": "fraud-canary", "namespace": NS,
                                   "labels": labels(**{"app.kubernetes.io/version": "2.0",
-                                                      "creativeflow.ai/track": "canary"})}
+                                                      "creativeflow.ai/track": "canary"}),
+                                  "annotations": {TEMPLATE_ANNOTATION: template_digest(deployment)}}
     assert canary["spec"]["replicas"] == 2
     assert canary["spec"]["selector"] == {"matchLabels": dict(SELECTOR, **{"creativeflow.ai/track": "canary"})}
     assert canary["spec"]["template"]["metadata"]["labels"] == labels(**{"app.kubernetes.io/version": "2.0",
@@ -181,3 +186,25 @@ def test_name_problem_of_a_long_model_name_with_split_gateway():
         "the Service %s-stable would be 64 characters, more than Kubernetes' 63: shorten the model's name to 56 "
         "characters, or use split istio or replicas" % ("m" * 57))
     assert name_problem("m" * 63, "istio") == ""  # istio and replicas add no Service; Deployment names may be longer
+
+
+def test_a_live_canary_is_known_by_the_digest_of_the_template_it_was_made_from():
+    deployment, _service = rendered()
+    live = canary_deployment(deployment, 1)
+    live["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] = "/dev/termination-log"  # defaults
+    assert canary_of_version(live, deployment)
+    other = copy.deepcopy(deployment)
+    other["spec"]["template"]["spec"]["containers"][0]["image"] += "-other"
+    assert not canary_of_version(live, other)
+    assert not canary_of_version(None, deployment)
+    assert len(template_digest(deployment)) == 16 and template_digest(deployment) != template_digest(other)
+
+
+def test_removal_order_puts_the_routes_first_and_the_deployment_last():
+    assert removal_order("fraud", "replicas") == [("apps/v1", "Deployment", "fraud-canary")]
+    assert removal_order("fraud", "gateway") == [
+        ("gateway.networking.k8s.io/v1", "HTTPRoute", "fraud"), ("v1", "Service", "fraud-stable"),
+        ("v1", "Service", "fraud-canary"), ("apps/v1", "Deployment", "fraud-canary")]
+    assert removal_order("fraud", "istio", "networking.istio.io/v1beta1") == [
+        ("networking.istio.io/v1beta1", "VirtualService", "fraud"),
+        ("networking.istio.io/v1beta1", "DestinationRule", "fraud"), ("apps/v1", "Deployment", "fraud-canary")]

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The deploy engine with a canary in the catalog (issue 15, first increment): ``--check`` prints the plan; a real
-run stops before anything is applied, since the steps do not run yet; a first deploy is a plain one."""
+"""The deploy engine with a canary in the catalog (issue 15): ``--check`` prints the plan; a first deploy is a plain
+one. The steps themselves: test_canary_progression.py."""
 
 from __future__ import annotations
 
@@ -79,21 +79,6 @@ def test_a_forced_split_the_cluster_lacks_stops_the_deploy(api: FakeApi) -> None
         run(api, check_mode=True, model=with_canary(split="istio"))
     assert str(raised.value).startswith("strategy.canary of image-classifier: split istio needs Istio's VirtualService "
                                         "and DestinationRule")
-
-
-def test_a_real_run_stops_before_anything_is_applied(api: FakeApi) -> None:  # noqa: F811
-    deployed(api)
-    api.calls.clear()
-    before = copy.deepcopy(api.objects)
-    with pytest.raises(DeployError) as raised:
-        run(api, model=with_canary())
-    assert str(raised.value) == ("strategy.canary of image-classifier: this version plans the canary (--check shows "
-                                 "the plan) but does not run its steps yet. Remove strategy.canary to deploy with a "
-                                 "rolling update. Nothing was applied.")
-    assert raised.value.result["canary_plan"]["steps"][1]["canary_replicas"] == 2
-    assert not any(call.startswith(("apply", "dry-run")) for call in api.calls if "Lease" not in call)
-    assert {key: value for key, value in api.objects.items() if key[0] != "Lease"} == \
-        {key: value for key, value in before.items() if key[0] != "Lease"}
 
 
 def test_a_first_deploy_has_nothing_to_canary_against(api: FakeApi) -> None:  # noqa: F811

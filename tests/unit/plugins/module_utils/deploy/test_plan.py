@@ -50,6 +50,14 @@ def test_absent_objects_are_those_the_model_had_and_no_longer_has() -> None:
         {"api_version": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "m"}]
 
 
+def test_absent_objects_end_with_what_a_canary_left() -> None:
+    leftovers = [{"api_version": "v1", "kind": "Service", "name": "m-stable"},
+                 {"api_version": "apps/v1", "kind": "Deployment", "name": "m-canary"}]
+    snapshot = {"deployment": obj("Deployment"), "hpa": obj("HorizontalPodAutoscaler"), "canary_leftovers": leftovers}
+    assert plan.absent_objects(snapshot, [obj("Deployment", api="apps/v1")], "m") == [
+        {"api_version": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "m"}] + leftovers
+
+
 def test_restore_keeps_only_what_an_apply_owns() -> None:
     service = obj("Service", spec={"type": "ClusterIP", "clusterIP": "10.0.0.9", "selector": {"a": "b"},
                                    "ports": [{"port": 80}]})
