@@ -217,6 +217,9 @@ class RequestMetrics:
     latency: Optional[Series]
     source: str
     latency_unit: float = 1.0
+    # The answered requests the server refused as the client's fault (4xx): a canary refusing what the stable
+    # version accepts is a regression (a model that raises on every input is answered 400 by some servers).
+    rejected: Tuple[Series, ...] = ()
 
 
 PROBE_KINDS = ("startup", "readiness", "liveness")
@@ -401,6 +404,7 @@ _TORCHSERVE_PING = HttpPath("/ping", "inference")
 _TORCHSERVE_REQUESTS = RequestMetrics(
     requests=(Series("Requests2XX"), Series("Requests4XX"), Series("Requests5XX")),
     errors=(Series("Requests5XX"),),
+    rejected=(Series("Requests4XX"),),
     latency=None,
     source="TorchServe's Requests2XX, Requests4XX and Requests5XX",
 )
@@ -562,6 +566,7 @@ _CUSTOM_SERVER_INFERENCE = (("endpoint", r"/predict|/v2/models/\{model_name\}(/v
 _CUSTOM_PYTHON_REQUESTS = RequestMetrics(
     requests=(Series("custom_server_requests_total", match=_CUSTOM_SERVER_INFERENCE),),
     errors=(Series("custom_server_requests_total", match=_CUSTOM_SERVER_INFERENCE + (("code", "5[0-9][0-9]"),)),),
+    rejected=(Series("custom_server_requests_total", match=_CUSTOM_SERVER_INFERENCE + (("code", "4[0-9][0-9]"),)),),
     latency=Series("custom_server_request_duration_seconds", match=_CUSTOM_SERVER_INFERENCE),
     source="custom_server_requests_total (code) and custom_server_request_duration_seconds of the inference endpoints",
 )
@@ -869,6 +874,7 @@ _VLLM_INFERENCE = (("handler", r"/v1/(chat/completions|completions|embeddings)")
 _VLLM_REQUESTS = RequestMetrics(
     requests=(Series("http_requests_total", match=_VLLM_INFERENCE),),
     errors=(Series("http_requests_total", match=_VLLM_INFERENCE + (("status", "5.."),)),),
+    rejected=(Series("http_requests_total", match=_VLLM_INFERENCE + (("status", "4.."),)),),
     latency=Series("vllm:e2e_request_latency_seconds"),
     source="http_requests_total (status) of the OpenAI endpoints and vllm:e2e_request_latency_seconds",
 )

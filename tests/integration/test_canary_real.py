@@ -5,8 +5,8 @@ canary of split replicas, under a bounded load through its Service the whole tim
   the share its pods give (25% of 4, then 50%, then 75%), and no request fails (the issue's "requests lost during
   a promoted rollout"); each step's duration against its 20 s pause is printed;
 - a version whose every inference fails (``model_class: functools:singledispatch``: the model "class" is a
-  dispatcher to a string, so each call raises TypeError) should be aborted at the first step - a strict gap today:
-  custom_server answers it with 400, which the analysis does not count (xfail, see the marker);
+  dispatcher to a string, so each call raises TypeError) is aborted at the first step: custom_server answers it with
+  400, and the analysis fails a canary that refuses (4xx) what the stable version accepts;
 - a slow version (custom_server batching with a fixed 900 ms wait for more requests) is aborted by its p99.
 
 Skipped without the real node (AI_SERVING_REAL_NODE=0). Durations and counts are printed for the report.
@@ -114,11 +114,6 @@ def test_a_good_canary_is_promoted_through_every_step(real: Dict[str, Any], kube
     assert load.failures == [], f"{line}: {load.failures[:10]}"
 
 
-@pytest.mark.xfail(run=False, reason=(
-    "found on the real node (2026-12-05): custom_server answers the model's exception with 400 ('the model rejected "
-    "the input'), and the analysis counts server errors (5xx) only, so this version passed every step, was promoted, "
-    "and only the smoke check after the promotion failed (946 of 1368 requests of the load failed). Next: judge the "
-    "canary's 4xx ratio against the stable version's. Not run: it would leave the broken version serving."))
 def test_a_failing_canary_is_aborted_at_the_first_step(real: Dict[str, Any], kubeconfig: str, api_client,
                                                        apps_v1) -> None:
     before = release(apps_v1, real["namespace"])
@@ -126,7 +121,8 @@ def test_a_failing_canary_is_aborted_at_the_first_step(real: Dict[str, Any], kub
                                             models("3", model_class="functools:singledispatch"))
     line = load.report("a canary that fails every inference, aborted")
     assert run.returncode != 0, run.explain()
-    assert f"The canary of {MODEL} was aborted at step 1: error ratio" in run.output, run.explain()
+    # custom_server answers a model that raises with 400: the canary refuses what the stable version accepts.
+    assert f"The canary of {MODEL} was aborted at step 1: refuses 1.000 of its requests" in run.output, run.explain()
     assert release(apps_v1, real["namespace"]) == before
     print(f"errors clients saw: {len(load.failures)} of {load.sent}")
     # The canary had 1 pod of 4 until the abort: at most its share failed (with a margin for the random endpoints).

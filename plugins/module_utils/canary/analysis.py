@@ -25,6 +25,8 @@ PASS = "pass"
 FAIL = "fail"
 INCONCLUSIVE = "inconclusive"
 QUANTILE = 0.99
+#: How far the canary's share of refused (4xx) requests may exceed the stable version's, in ratio points.
+MAX_REJECTED_INCREASE = 0.05
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Counts:
     requests: float = 0.0
     errors: float = 0.0
     buckets: Tuple[Tuple[float, float], ...] = ()
+    rejected: float = 0.0
 
     def bucket_map(self) -> Dict[float, float]:
         return dict(self.buckets)
@@ -68,7 +71,8 @@ def read_counts(samples: Sequence[Sample], metrics: RequestMetrics) -> Counts:
                 bound = parse_value(sample.labels["le"])
                 bound = bound if math.isinf(bound) else bound * metrics.latency_unit
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return Counts(_sum(samples, metrics.requests), _sum(samples, metrics.errors), tuple(sorted(buckets.items())))
+    return Counts(_sum(samples, metrics.requests), _sum(samples, metrics.errors), tuple(sorted(buckets.items())),
+                  _sum(samples, metrics.rejected))
 
 
 def _increase(before: float, after: float) -> float:
@@ -84,19 +88,21 @@ def increase(before: Optional[Counts], after: Counts) -> Counts:
     reset = after.requests < before.requests
     buckets = tuple((bound, count if reset else _increase(old.get(bound, 0.0), count)) for bound, count in after.buckets)
     return Counts(after.requests if reset else after.requests - before.requests,
-                  after.errors if reset or after.errors < before.errors else after.errors - before.errors, buckets)
+                  after.errors if reset or after.errors < before.errors else after.errors - before.errors, buckets,
+                  after.rejected if reset or after.rejected < before.rejected else after.rejected - before.rejected)
 
 
 def total(counts: Iterable[Counts]) -> Counts:
     """The sum over a version's pods."""
-    requests = errors = 0.0
+    requests = errors = rejected = 0.0
     buckets: Dict[float, float] = {}
     for item in counts:
         requests += item.requests
         errors += item.errors
+        rejected += item.rejected
         for bound, count in item.buckets:
             buckets[bound] = buckets.get(bound, 0.0) + count
-    return Counts(requests, errors, tuple(sorted(buckets.items())))
+    return Counts(requests, errors, tuple(sorted(buckets.items())), rejected)
 
 
 def histogram_quantile(quantile: float, buckets: Sequence[Tuple[float, float]]) -> Tuple[Optional[float], bool]:
@@ -134,14 +140,21 @@ class VersionStats:
     errors: int
     p99: Optional[float] = None
     p99_beyond: bool = False
+    rejected: int = 0
 
     @property
     def error_ratio(self) -> Optional[float]:
         return self.errors / self.requests if self.requests else None
 
+    @property
+    def rejected_ratio(self) -> Optional[float]:
+        return self.rejected / self.requests if self.requests else None
+
     def describe(self) -> str:
         ratio = "-" if self.error_ratio is None else "%.3f" % self.error_ratio
-        return "%d requests, error ratio %s, p99 %s" % (self.requests, ratio, _latency(self.p99, self.p99_beyond))
+        refused = ", refused %.3f" % self.rejected_ratio if self.rejected and self.rejected_ratio is not None else ""
+        return "%d requests, error ratio %s%s, p99 %s" % (self.requests, ratio, refused,
+                                                          _latency(self.p99, self.p99_beyond))
 
 
 def _latency(value: Optional[float], beyond: bool = False) -> str:
@@ -152,7 +165,7 @@ def _latency(value: Optional[float], beyond: bool = False) -> str:
 
 def stats(counts: Counts) -> VersionStats:
     p99, beyond = histogram_quantile(QUANTILE, counts.buckets)
-    return VersionStats(int(round(counts.requests)), int(round(counts.errors)), p99, beyond)
+    return VersionStats(int(round(counts.requests)), int(round(counts.errors)), p99, beyond, int(round(counts.rejected)))
 
 
 def version_stats(before: Mapping[str, Counts], after: Mapping[str, Counts]) -> VersionStats:
@@ -192,9 +205,11 @@ class Verdict:
         return {"status": self.status, "reasons": list(self.reasons), "notes": list(self.notes),
                 "canary_share": self.canary_share,
                 "canary": {"requests": self.canary.requests, "errors": self.canary.errors,
-                           "error_ratio": self.canary.error_ratio, "p99_seconds": self.canary.p99},
+                           "error_ratio": self.canary.error_ratio, "rejected": self.canary.rejected,
+                           "p99_seconds": self.canary.p99},
                 "stable": {"requests": self.stable.requests, "errors": self.stable.errors,
-                           "error_ratio": self.stable.error_ratio, "p99_seconds": self.stable.p99}}
+                           "error_ratio": self.stable.error_ratio, "rejected": self.stable.rejected,
+                           "p99_seconds": self.stable.p99}}
 
 
 def judge(canary: VersionStats, stable: VersionStats, bounds: Bounds) -> Verdict:
@@ -224,12 +239,28 @@ def judge(canary: VersionStats, stable: VersionStats, bounds: Bounds) -> Verdict
         elif ratio > (stable.error_ratio or 0.0) + bounds.max_error_ratio_increase:
             reasons.append("error ratio %.3f is more than %g above the stable version's %.3f" % (
                 ratio, bounds.max_error_ratio_increase, stable.error_ratio or 0.0))
+    _rejected_reasons(canary, stable, stable_known, need, reasons, notes)
     if bounds.max_p99_seconds is not None or bounds.max_p99_factor is not None:
         if canary.p99 is None:
             notes.append("p99 not judged: the canary's latency histogram has no observations")
         else:
             _latency_reasons(canary, stable, stable_known, bounds, reasons, notes)
     return Verdict(FAIL if reasons else PASS, canary, stable, reasons, notes)
+
+
+def _rejected_reasons(canary: VersionStats, stable: VersionStats, stable_known: bool, need: int,
+                      reasons: List[str], notes: List[str]) -> None:
+    """Always judged, whatever the bounds: a canary that refuses (4xx) what the stable version accepts."""
+    if not canary.rejected:
+        return
+    ratio = canary.rejected_ratio or 0.0
+    if not stable_known:
+        notes.append("refused requests not compared with the stable version: it served %d requests, fewer than %d"
+                     % (stable.requests, need))
+    elif ratio > (stable.rejected_ratio or 0.0) + MAX_REJECTED_INCREASE:
+        reasons.append("refuses %.3f of its requests (%d of %d, 4xx) against the stable version's %.3f: it rejects "
+                       "what the stable version accepts" % (ratio, canary.rejected, canary.requests,
+                                                            stable.rejected_ratio or 0.0))
 
 
 def _latency_reasons(canary: VersionStats, stable: VersionStats, stable_known: bool, bounds: Bounds,

@@ -243,8 +243,40 @@ def test_verdict_to_dict():
     found = judge(VersionStats(100, 3, 0.1), STABLE, Bounds(min_requests=20, max_error_ratio=0.02)).to_dict()
     assert found == {"status": FAIL, "reasons": ["error ratio 0.030 (3 of 100 requests) is above the bound 0.02"],
                      "notes": [], "canary_share": pytest.approx(9.0909, rel=1e-3),
-                     "canary": {"requests": 100, "errors": 3, "error_ratio": 0.03, "p99_seconds": 0.1},
-                     "stable": {"requests": 1000, "errors": 5, "error_ratio": 0.005, "p99_seconds": 0.2}}
+                     "canary": {"requests": 100, "errors": 3, "error_ratio": 0.03, "rejected": 0, "p99_seconds": 0.1},
+                     "stable": {"requests": 1000, "errors": 5, "error_ratio": 0.005, "rejected": 0,
+                                "p99_seconds": 0.2}}
+
+
+def test_a_canary_refusing_what_the_stable_accepts_fails_without_any_bound():
+    """custom_server answers a model that raises with 400: a canary of such a version refuses every request."""
+    verdict = judge(VersionStats(40, 0, 0.01, rejected=40), VersionStats(120, 0, 0.01, rejected=1),
+                    Bounds(min_requests=20, max_error_ratio=0.05))
+    assert verdict.status == FAIL
+    assert verdict.reasons == ["refuses 1.000 of its requests (40 of 40, 4xx) against the stable version's 0.008: it "
+                               "rejects what the stable version accepts"]
+    assert "refused 1.000" in verdict.line(1, 25)
+
+
+def test_refusals_like_the_stable_version_s_pass():
+    # clients sending bad input to both versions: 10 % refused by each, within 0.05 of each other
+    assert judge(VersionStats(100, 0, None, rejected=12), VersionStats(1000, 0, None, rejected=100),
+                 Bounds(min_requests=20)).status == PASS
+
+
+def test_refusals_need_stable_traffic_to_be_compared():
+    verdict = judge(VersionStats(100, 0, None, rejected=100), VersionStats(3, 0, None), Bounds(min_requests=20))
+    assert verdict.status == PASS
+    assert verdict.notes == ["refused requests not compared with the stable version: it served 3 requests, fewer "
+                             "than 20"]
+
+
+def test_custom_server_refusals_are_read_and_increase():
+    counts = fixture_counts()
+    assert counts.rejected == 2  # the two 422s of v2 infer; the 503s are probes
+    assert increase(counts, Counts(262, 4, counts.buckets, 7)).rejected == 5
+    assert total([counts, counts]).rejected == 4
+    assert stats(counts).rejected == 2
 
 
 # ---- PromQL
