@@ -15,17 +15,14 @@ Skipped without the real node (AI_SERVING_REAL_NODE=0). Durations and counts are
 from __future__ import annotations
 
 import copy
-import os
 import re
 import time
-import uuid
 from typing import Any, Dict, Iterator, List, Tuple
 
-import image_tools
 import pytest
 from playbooks import run_playbook
 from serving_tools import Load, catalog, proxy_for
-from test_deploy_safety import component_pid
+from test_deploy_safety import real_node_namespace
 
 MODEL = "doubler-python-cpu"
 #: Points of percentage a step's measured canary share may be off the share its pods give.
@@ -51,23 +48,8 @@ def models(release: str, **custom_python: Any) -> Dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def real(kubeconfig: str, core_v1) -> Iterator[Dict[str, Any]]:
-    from kubernetes import client
-
-    if component_pid("kubelet") is None:
-        pytest.skip("no real node in this cluster (AI_SERVING_REAL_NODE=0)")
-    env = image_tools.container_env()
-    image_tools.base_image({**os.environ, **env})
-    name = f"t-canary-real-{uuid.uuid4().hex[:8]}"
-    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
-    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-    try:
-        core_v1.create_namespaced_service_account(name, client.V1ServiceAccount(
-            metadata=client.V1ObjectMeta(name="model-server-sa")))
-        first = run_playbook("deploy_model.yml", kubeconfig, extra(name, models("1")), env=env, timeout=2400)
-        assert first.returncode == 0, first.explain()
-        yield {"namespace": name, "env": env}
-    finally:
-        core_v1.delete_namespace(name, grace_period_seconds=0)
+    with real_node_namespace(kubeconfig, core_v1, "t-canary-real", extra("", models("1"))) as found:
+        yield found
 
 
 def extra(namespace: str, entries: Dict[str, Any]) -> Dict[str, Any]:

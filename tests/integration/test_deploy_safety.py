@@ -21,6 +21,7 @@ import signal
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
@@ -303,27 +304,35 @@ def test_rollback_model_targets_the_last_good_version(deploys: Deploys, kubeconf
 REAL_MODEL = "doubler-python-cpu"
 
 
-@pytest.fixture(scope="module")
-def real(kubeconfig: str, core_v1) -> Iterator[Dict[str, Any]]:
-    """doubler-python-cpu deployed on the real node in a namespace of its own (its image built once, then kept)."""
+@contextmanager
+def real_node_namespace(kubeconfig: str, core_v1, prefix: str, extra_vars: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+    """A restricted namespace of its own with the model deployed on the real node by ``extra_vars`` (plus
+    ``ai_namespace_name``; its image built once, then kept); skipped without the real node; deleted afterwards."""
     from kubernetes import client
 
     if component_pid("kubelet") is None:
         pytest.skip("no real node in this cluster (AI_SERVING_REAL_NODE=0)")
     env = image_tools.container_env()
     image_tools.base_image({**os.environ, **env})
-    name = f"t-safety-real-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
     core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
     try:
         core_v1.create_namespaced_service_account(name, client.V1ServiceAccount(
             metadata=client.V1ObjectMeta(name="model-server-sa")))
-        first = run_playbook("deploy_model.yml", kubeconfig, {"model": REAL_MODEL, "ai_namespace_name": name},
-                             env=env, timeout=2400)
+        first = run_playbook("deploy_model.yml", kubeconfig, {**extra_vars, "ai_namespace_name": name}, env=env,
+                             timeout=2400)
         assert first.returncode == 0, first.explain()
         yield {"namespace": name, "env": env}
     finally:
         core_v1.delete_namespace(name, grace_period_seconds=0)
+
+
+@pytest.fixture(scope="module")
+def real(kubeconfig: str, core_v1) -> Iterator[Dict[str, Any]]:
+    """doubler-python-cpu deployed on the real node in a namespace of its own."""
+    with real_node_namespace(kubeconfig, core_v1, "t-safety-real", {"model": REAL_MODEL}) as found:
+        yield found
 
 
 def real_extra(real: Dict[str, Any], models: Optional[Dict[str, Any]] = None, **more: Any) -> Dict[str, Any]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import ensure, manifests, runtimes, smoke
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary import analysis, progress, state, traffic
@@ -103,13 +103,7 @@ class Progression:
         if action == "abort":
             with self.engine.step("Canary | Abort (canary_action abort)") as record:
                 record["changed"] = True
-                self.engine.shielded = True
-                try:
-                    removed = self._remove_canary()
-                    self._scale_stable(self.replicas)
-                    rollout = self._wait(self.name)
-                finally:
-                    self.engine.shielded = False
+                removed, rollout = self._restore_stable()
                 record["msg"] = "removed {0}; {1}".format(", ".join(removed), rollout.get("msg") or "")
                 if not rollout.get("complete"):
                     record["failed"] = True
@@ -305,16 +299,21 @@ class Progression:
             raise self.engine.unreachable(exc, "deleting the canary's objects", applied=True) from exc
         return removed
 
-    def _abort(self, reason: str, record: Dict[str, Any], line: str = "") -> None:
-        """Delete the canary (its requests go back to the stable pods at once), give the stable version its replicas
-        back and wait for them, then fail with ``reason``."""
-        self.engine.shielded = True  # what an abort owes is not cut short by a second signal
+    def _restore_stable(self) -> Tuple[List[str], Dict[str, Any]]:
+        """Delete the canary's objects, give the stable version its replicas back and wait for it: what was removed,
+        and the stable rollout's result. A second signal does not cut this short (an abort owes it)."""
+        self.engine.shielded = True
         try:
             removed = self._remove_canary()
             self._scale_stable(self.replicas)
-            rollout = self._wait(self.name)
+            return removed, self._wait(self.name)
         finally:
             self.engine.shielded = False
+
+    def _abort(self, reason: str, record: Dict[str, Any], line: str = "") -> None:
+        """Delete the canary (its requests go back to the stable pods at once), give the stable version its replicas
+        back and wait for them, then fail with ``reason``."""
+        removed, rollout = self._restore_stable()
         record["failed"] = True
         record["msg"] = (line + "; " if line else "") + "aborted: " + reason
         restored = ("the stable version is back at {0} available pod(s)".format(self.replicas)
