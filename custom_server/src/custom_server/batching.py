@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from custom_server.batchsize import CostPolicy, RecentPeak, gather_wait
+from custom_server.batchsize import CostPolicy, RecentPeak, gather_cap, gather_wait
 from custom_server.errors import InferenceError, InvalidInput, ModelNotReady, Overloaded, ServerError
 from custom_server.metrics import Metrics
 from custom_server.models.base import Model, Tensors
@@ -282,12 +282,20 @@ class Batcher:
         wait = gather_wait(self._policy.fit, self._policy.max_latency_s)
         if wait <= 0:
             return
-        deadline = time.perf_counter() + wait
+        now = time.perf_counter()
+        cap = now + gather_cap(self._policy.max_latency_s)
+        deadline = now + wait
         expected = self._peak.value
+        seen = 0
         while not self._closed:
             requests, rows = self._waiting(key)
             if requests >= expected or rows >= self.batch_limit or len(self._queue) > requests:
                 return
+            if requests > seen:
+                # Each arrival renews the wait: on a busy event loop the expected requests come one
+                # after another as it parses them, and a call started now would only share the CPU.
+                seen = requests
+                deadline = min(cap, time.perf_counter() + wait)
             if not await self._wait_until(deadline):
                 return
 
