@@ -4,7 +4,7 @@ Requests queue on the event loop; one task takes what is waiting (rows of reques
 input signature, up to ``max_batch_size``; waiting at most ``max_batch_delay`` for more), runs the
 model once in a thread and hands each request its rows of the outputs. While the model is busy,
 new requests queue up and form the next batch, so batches grow with load and add no latency when
-idle; with the cost policy a free model waits (at most its fixed cost) for the requests it expects,
+idle; with the cost policy a free model waits for the requests it expects while they keep coming,
 see ``batchsize``. A full queue refuses at once (429). When a merged batch fails, each request is retried on
 its own so one bad request cannot fail the others.
 """
@@ -56,7 +56,8 @@ def batch_key(inputs: Tensors, outputs: tuple[str, ...] | None) -> tuple[Hashabl
         elif array.shape[0] != rows:
             return None
         kind = array.dtype.kind
-        parts.append((name, kind if kind in "OUS" else array.dtype.str, array.shape[1:]))
+        # the dtype itself (hashable): its ``str`` is built anew on each access
+        parts.append((name, kind if kind in "OUS" else array.dtype, array.shape[1:]))
     if rows <= 0:
         return None
     return (tuple(parts), outputs), rows
@@ -109,6 +110,7 @@ class Batcher:
         self._max_delay = max_batch_delay_s
         self._max_queue = max_queue_size
         self._queue: deque[_Item] = deque()
+        metrics.watch_queue(self._queue)
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
@@ -179,7 +181,7 @@ class Batcher:
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(inputs, wanted, rows, key, future))
         self._peak.observe(len(self._queue) + self._running_requests + self._admitted)
-        self._metrics.model_queue_length.set(len(self._queue))
+        self._metrics.queue_changed(len(self._queue))
         self._wakeup.set()
         return await future
 
@@ -252,7 +254,7 @@ class Batcher:
                     break
                 rows += head.rows
                 batch.append(queue.popleft())
-        self._metrics.model_queue_length.set(len(queue))
+        self._metrics.queue_changed(len(queue))
         return batch
 
     def _waiting(self, key: Hashable) -> tuple[int, int]:

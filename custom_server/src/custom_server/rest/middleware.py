@@ -144,7 +144,7 @@ class ServerMiddleware:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        self.metrics.in_flight.inc()
+        self.metrics.request_started()
         try:
             rejection = self._reject(scope["path"], length, authorization, api_key)
             body_receive = receive if length is not None else self._limited(receive)
@@ -181,7 +181,7 @@ class ServerMiddleware:
             elapsed = time.perf_counter() - started
             endpoint = fast[0] if fast is not None else getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.observe_request(endpoint, int(status[0]), elapsed)
-            self.metrics.in_flight.dec()
+            self.metrics.request_finished()
             if self.access_log:
                 access_logger.info(
                     "%s %s %d",
