@@ -120,6 +120,11 @@ class Batcher:
         self._admitted = 0  # requests admitted but not queued yet (their bodies are being read)
         self._running_requests = 0
         self._peak = RecentPeak()
+        # While the cost policy gathers: the batch loop is woken by the arrival that may end the wait
+        # (the expected count, the row limit, another kind of request), not by each one.
+        self._gathering: Hashable | None = None  # the key gathered for
+        self._wake_at = 0  # queue length that wakes it
+        self._rows_room = 0  # rows that may still arrive before the limit
 
     @property
     def batch_limit(self) -> int:
@@ -182,12 +187,18 @@ class Batcher:
         self._queue.append(_Item(inputs, wanted, rows, key, future))
         self._peak.observe(len(self._queue) + self._running_requests + self._admitted)
         self._metrics.queue_changed(len(self._queue))
-        self._wakeup.set()
+        if self._gathering is None:
+            self._wakeup.set()
+        else:
+            self._rows_room -= rows
+            if len(self._queue) >= self._wake_at or key != self._gathering or self._rows_room <= 0:
+                self._wakeup.set()
         return await future
 
     async def close(self, timeout: float) -> None:
         """Refuse new requests, let queued and running ones finish (up to ``timeout``), stop the loop."""
         self._closed = True
+        self._wakeup.set()  # a call being gathered starts now
         deadline = time.monotonic() + timeout
         while self.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -284,22 +295,31 @@ class Batcher:
         wait = gather_wait(self._policy.fit, self._policy.max_latency_s)
         if wait <= 0:
             return
+        queue = self._queue
         now = time.perf_counter()
         cap = now + gather_cap(self._policy.max_latency_s)
-        deadline = now + wait
+        deadline = min(cap, now + wait)
         expected = self._peak.value
-        seen = 0
-        while not self._closed:
-            requests, rows = self._waiting(key)
-            if requests >= expected or rows >= self.batch_limit or len(self._queue) > requests:
-                return
-            if requests > seen:
-                # Each arrival renews the wait: on a busy event loop the expected requests come one
-                # after another as it parses them, and a call started now would only share the CPU.
-                seen = requests
-                deadline = min(cap, time.perf_counter() + wait)
-            if not await self._wait_until(deadline):
-                return
+        seen = self._waiting(key)[0]
+        try:
+            while not self._closed:
+                requests, rows = self._waiting(key)
+                limit = self.batch_limit
+                if requests >= expected or rows >= limit or len(queue) > requests:
+                    return
+                if requests > seen:
+                    # Each arrival renews the wait: on a busy event loop the expected requests come one
+                    # after another as it parses them, and a call started now would only share the CPU.
+                    # (Arrivals do not wake this loop one by one: the wait is renewed from the last one's time.)
+                    seen = requests
+                    deadline = min(cap, max(deadline, queue[-1].enqueued + wait))
+                self._gathering = key
+                self._wake_at = len(queue) + expected - requests
+                self._rows_room = limit - rows
+                if not await self._wait_until(deadline):
+                    return
+        finally:
+            self._gathering = None
 
     async def _execute(self, batch: list[_Item]) -> None:
         try:
