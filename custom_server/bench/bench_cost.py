@@ -551,7 +551,8 @@ def report(targets: list[Target], curve: dict[int, float], args: argparse.Namesp
                     f" {median_of(target, 'ms_per_call'):.1f} ms/call"
                 )
             if all("cpu_us" in result for result in target.results):
-                batches += f"  CPU {median_of(target, 'cpu_us'):.0f} us/request, {100 * median_of(target, 'busy'):.0f}% busy"
+                busy = 100 * median_of(target, "busy")
+                batches += f"  CPU {median_of(target, 'cpu_us'):.0f} us/request, {busy:.0f}% busy"
             print(
                 f"{target.name:34} {median_of(target, 'rps'):8.0f} {median_of(target, 'p50'):8.2f} "
                 f"{median_of(target, 'p99'):8.2f} {sum(r['errors'] for r in target.results):7.0f}"
