@@ -443,3 +443,82 @@ def test_cost_policy_does_not_wait_under_light_load() -> None:
     calls, elapsed = _closed_loop(_known_cost_policy(0.050, 1.0), clients=1, requests_each=10, fixed_s=0.050)
     assert calls == [1] * 10
     assert elapsed < 10 * 0.050 + 0.3, f"{elapsed:.2f} s for 10 calls of 50 ms"
+
+
+class _RecordingTransport:
+    """What ``ServerHttpProtocol`` writes, send by send (a transport's interface, no socket)."""
+
+    def __init__(self) -> None:
+        self.sends: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.sends.append(bytes(data))
+
+    def writelines(self, parts: object) -> None:
+        self.sends.append(b"".join(parts))  # type: ignore[arg-type]
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.sends.append(b"<FIN>")
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        return None
+
+    def resume_reading(self) -> None:
+        return None
+
+
+def test_a_response_head_goes_out_with_its_body_in_one_send() -> None:
+    import asyncio
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from custom_server.rest.protocol import ServerHttpProtocol
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        return None
+
+    async def run() -> list[list[bytes]]:
+        config = uvicorn.Config(app, log_config=None)
+        config.load()
+        protocol = ServerHttpProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+        transport = _RecordingTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        seen = []
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+        protocol.write_response(head)
+        seen.append(list(transport.sends))  # held
+        protocol.write_response(b"{}")
+        seen.append(list(transport.sends))  # head and body in one send
+        protocol.write_response(b"HTTP/1.1 100 Continue\r\n\r\n")
+        seen.append(list(transport.sends[1:]))  # an interim response is not held
+        protocol.write_response(head)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        seen.append(list(transport.sends[2:]))  # a head without its body yet: out on the loop's next turn
+        protocol.write_response(head)
+        protocol.close_cleanly()
+        seen.append(list(transport.sends[3:]))  # written before the connection is closed
+        protocol.connection_lost(None)
+        return seen
+
+    held, joined, interim, alone, closing = asyncio.run(run())
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+    assert held == []
+    assert joined == [head + b"{}"]
+    assert interim == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    assert alone == [head]
+    assert closing == [head, b"<FIN>"]
