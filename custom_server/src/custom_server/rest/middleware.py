@@ -40,7 +40,7 @@ _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _PROTECTED = ("/predict", "/v2/models")
 
 #: An inference route's handler: the body reader and the binary extension's header -> the reply.
-Handler = Callable[[BodyReader, "str | None"], Awaitable[Reply]]
+Handler = Callable[[BodyReader, str | None], Awaitable[Reply]]
 
 
 def fast_route(path: str, endpoints: Endpoints) -> tuple[str, Handler] | None:
