@@ -9,6 +9,8 @@ clients, every server pinned to one core (``--server-cpu``) and the load generat
   KServe's ModelServer (``kserve_iris.py``), each over REST (v2 JSON) and gRPC (``ModelInfer`` with
   ``raw_input_contents``, as tritonclient sends it), all with their default settings;
 - the ceilings: a no-op FastAPI/uvicorn endpoint (REST) and a no-op grpc.aio ModelInfer (gRPC);
+- for ours and the ceilings, the server's CPU per request and how busy its core was (``/proc``): where
+  the time goes, comparable even on a loaded machine;
 - the model's cost per call against batch size, measured here on the server core, and its best
   amortized cost per request;
 - the limit of each protocol on one core: ``1 / (1 / ceiling + best amortized cost per request)``, the best
@@ -74,6 +76,17 @@ class Server:
     grpc_port: int = 0
     ready_path: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    pid: int = 0  # once started
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far; 0.0 if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -255,6 +268,7 @@ def serving(server: Server, work: Path, message: bytes) -> Iterator[None]:
         cwd=work,
         start_new_session=True,
     )
+    server.pid = process.pid  # taskset execs the server: the same process
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -346,6 +360,7 @@ def h2load(
     target: Target, server: Server, body_file: Path, duration: int, clients: int, cpu: int, work: Path
 ) -> dict[str, float]:
     before = batch_totals(server) if target.kind == "ours" else None
+    cpu_before = cpu_seconds(server.pid) if target.kind != "peer" else 0.0
     log = work / "h2load.log"
     log.unlink(missing_ok=True)
     command = [
@@ -377,7 +392,10 @@ def h2load(
             "te: trailers",
             f"http://127.0.0.1:{server.grpc_port}/inference.GRPCInferenceService/ModelInfer",
         ]
+    wall = time.monotonic()
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - wall
+    cpu_used = cpu_seconds(server.pid) - cpu_before if target.kind != "peer" else 0.0
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output).group(1))  # type: ignore[union-attr]
     done = int(re.search(r"(\d+) done", output).group(1))  # type: ignore[union-attr]
     succeeded = int(re.search(r"(\d+) succeeded", output).group(1))  # type: ignore[union-attr]
@@ -397,6 +415,11 @@ def h2load(
         "errors": round(errors),
         "load": os.getloadavg()[0],
     }
+    if cpu_used > 0 and rps > 0:
+        # How busy the server's core was over the run (h2load's warm-up included), and so its CPU per
+        # request: where the time goes, ours against the ceilings, however loaded the machine is.
+        result["busy"] = cpu_used / wall
+        result["cpu_us"] = 1e6 * result["busy"] / rps
     if before is not None:  # (includes the warm-up second h2load does not count)
         result.update(batches_between(before, batch_totals(server)))
     return result
@@ -488,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
                     if "requests_per_call" in result
                     else ""
                 )
+                if "cpu_us" in result:
+                    batches += f", server CPU {result['cpu_us']:.0f} us/request ({100 * result['busy']:.0f}% busy)"
                 print(
                     f"  round {round_index + 1}: {target.name}: {result['rps']:.0f} req/s, p50 {result['p50']:.2f}"
                     f" ms, p99 {result['p99']:.2f} ms, errors {result['errors']:.0f}{batches}; load average"
@@ -525,6 +550,9 @@ def report(targets: list[Target], curve: dict[int, float], args: argparse.Namesp
                     f"  {median_of(target, 'requests_per_call'):.1f} requests/call,"
                     f" {median_of(target, 'ms_per_call'):.1f} ms/call"
                 )
+            if all("cpu_us" in result for result in target.results):
+                busy = 100 * median_of(target, "busy")
+                batches += f"  CPU {median_of(target, 'cpu_us'):.0f} us/request, {busy:.0f}% busy"
             print(
                 f"{target.name:34} {median_of(target, 'rps'):8.0f} {median_of(target, 'p50'):8.2f} "
                 f"{median_of(target, 'p99'):8.2f} {sum(r['errors'] for r in target.results):7.0f}"

@@ -84,6 +84,16 @@ def test_typed_contents_and_request_id(grpc_server: ServerProcess, iris_classifi
         assert not response.raw_output_contents  # typed in, typed out
         predicted = iris_classifier.predict(np.asarray(IRIS_ROWS))  # type: ignore[attr-defined]
         assert list(output.contents.int64_contents) == predicted.tolist()
+        # Without an id of its own the client gets the generated one in the trailing metadata, on
+        # success and on error alike.
+        _, call = stub.ModelInfer.with_call(request)  # type: ignore[attr-defined]
+        generated = dict(call.trailing_metadata())["x-request-id"]
+        assert generated and generated != "trace-7"
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(pb.ModelInferRequest(model_name="nope", inputs=request.inputs))  # type: ignore[attr-defined]
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+        failed = dict(caught.value.trailing_metadata())["x-request-id"]  # type: ignore[attr-defined]
+        assert failed and failed != generated
 
 
 @pytest.mark.parametrize(

@@ -339,9 +339,11 @@ class _SleepyModel:
         self.model = Fake(SimpleNamespace(model_name="fake", model_version="1"))  # type: ignore[arg-type]
 
 
-def _closed_loop(policy: object, clients: int, requests_each: int, fixed_s: float) -> tuple[list[int], float]:
-    """``clients`` that each send a request as soon as the last one is answered; the requests of each
-    model call, and the seconds the whole run took."""
+def _closed_loop(
+    policy: object, clients: int, requests_each: int, fixed_s: float, spread_s: float = 0.0002
+) -> tuple[list[int], float]:
+    """``clients`` that each send a request as soon as the last one is answered (client i ``spread_s``
+    times i+1 later); the requests of each model call, and the seconds the whole run took."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
@@ -378,8 +380,8 @@ def _closed_loop(policy: object, clients: int, requests_each: int, fixed_s: floa
                     result = await batcher.infer({"x": rows}, None)
                     assert result["y"].tolist() == [4.0] * 8
                     # The answers go out one after another and the next requests come back as spread
-                    # (on one core the event loop parses them in turn): 0.2 ms apart here.
-                    await asyncio.sleep(0.0002 * (index + 1))
+                    # (on one core the event loop parses them in turn): 0.2 ms apart by default.
+                    await asyncio.sleep(spread_s * (index + 1))
 
             started = time.perf_counter()
             await asyncio.gather(*(client(index) for index in range(clients)))
@@ -410,9 +412,113 @@ def test_cost_policy_fills_calls_with_every_closed_loop_client() -> None:
     assert sum(steady) / len(steady) >= 26, calls
 
 
+def test_cost_policy_keeps_gathering_while_requests_keep_coming() -> None:
+    # The 32 requests come back 0.6 ms apart (a gRPC request's cost to the event loop on one core):
+    # the last one 19 ms after the first, past the 10 ms fixed cost, but each within it of the one
+    # before. The wait is renewed by each arrival, so the calls still merge nearly all 32.
+    calls, _ = _closed_loop(
+        _known_cost_policy(0.010, 0.200), clients=32, requests_each=10, fixed_s=0.010, spread_s=0.0006
+    )
+    assert sum(calls) == 32 * 10
+    steady = calls[2:-2]
+    assert sum(steady) / len(steady) >= 26, calls
+
+
+def test_gather_cap_bounds_the_whole_wait() -> None:
+    from custom_server.batchsize import gather_cap
+
+    # Arrivals 3 ms apart and more would renew a 10 ms wait until all 32 clients are in (93 ms after
+    # the first): the cap, half the 40 ms latency bound, ends each wait well before.
+    calls, _ = _closed_loop(
+        _known_cost_policy(0.010, 0.040), clients=32, requests_each=4, fixed_s=0.010, spread_s=0.003
+    )
+    assert gather_cap(0.040) == pytest.approx(0.020)
+    assert sum(calls) == 32 * 4
+    assert max(calls[1:]) <= 24, calls
+
+
 def test_cost_policy_does_not_wait_under_light_load() -> None:
     # One client: the peak is one request, so no call waits for a second one (which would add the 50 ms
     # fixed cost to each of the 10 requests).
     calls, elapsed = _closed_loop(_known_cost_policy(0.050, 1.0), clients=1, requests_each=10, fixed_s=0.050)
     assert calls == [1] * 10
     assert elapsed < 10 * 0.050 + 0.3, f"{elapsed:.2f} s for 10 calls of 50 ms"
+
+
+class _RecordingTransport:
+    """What ``ServerHttpProtocol`` writes, send by send (a transport's interface, no socket)."""
+
+    def __init__(self) -> None:
+        self.sends: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.sends.append(bytes(data))
+
+    def writelines(self, parts: object) -> None:
+        self.sends.append(b"".join(parts))  # type: ignore[arg-type]
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.sends.append(b"<FIN>")
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        return None
+
+    def resume_reading(self) -> None:
+        return None
+
+
+def test_a_response_head_goes_out_with_its_body_in_one_send() -> None:
+    import asyncio
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from custom_server.rest.protocol import ServerHttpProtocol
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        return None
+
+    async def run() -> list[list[bytes]]:
+        config = uvicorn.Config(app, log_config=None)
+        config.load()
+        protocol = ServerHttpProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+        transport = _RecordingTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        seen = []
+        head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+        protocol.write_response(head)
+        seen.append(list(transport.sends))  # held
+        protocol.write_response(b"{}")
+        seen.append(list(transport.sends))  # head and body in one send
+        protocol.write_response(b"HTTP/1.1 100 Continue\r\n\r\n")
+        seen.append(list(transport.sends[1:]))  # an interim response is not held
+        protocol.write_response(head)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        seen.append(list(transport.sends[2:]))  # a head without its body yet: out on the loop's next turn
+        protocol.write_response(head)
+        protocol.close_cleanly()
+        seen.append(list(transport.sends[3:]))  # written before the connection is closed
+        protocol.connection_lost(None)
+        return seen
+
+    held, joined, interim, alone, closing = asyncio.run(run())
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+    assert held == []
+    assert joined == [head + b"{}"]
+    assert interim == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    assert alone == [head]
+    assert closing == [head, b"<FIN>"]

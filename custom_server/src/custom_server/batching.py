@@ -4,7 +4,7 @@ Requests queue on the event loop; one task takes what is waiting (rows of reques
 input signature, up to ``max_batch_size``; waiting at most ``max_batch_delay`` for more), runs the
 model once in a thread and hands each request its rows of the outputs. While the model is busy,
 new requests queue up and form the next batch, so batches grow with load and add no latency when
-idle; with the cost policy a free model waits (at most its fixed cost) for the requests it expects,
+idle; with the cost policy a free model waits for the requests it expects while they keep coming,
 see ``batchsize``. A full queue refuses at once (429). When a merged batch fails, each request is retried on
 its own so one bad request cannot fail the others.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from custom_server.batchsize import CostPolicy, RecentPeak, gather_wait
+from custom_server.batchsize import CostPolicy, RecentPeak, gather_cap, gather_wait
 from custom_server.errors import InferenceError, InvalidInput, ModelNotReady, Overloaded, ServerError
 from custom_server.metrics import Metrics
 from custom_server.models.base import Model, Tensors
@@ -56,7 +56,8 @@ def batch_key(inputs: Tensors, outputs: tuple[str, ...] | None) -> tuple[Hashabl
         elif array.shape[0] != rows:
             return None
         kind = array.dtype.kind
-        parts.append((name, kind if kind in "OUS" else array.dtype.str, array.shape[1:]))
+        # the dtype itself (hashable): its ``str`` is built anew on each access
+        parts.append((name, kind if kind in "OUS" else array.dtype, array.shape[1:]))
     if rows <= 0:
         return None
     return (tuple(parts), outputs), rows
@@ -109,6 +110,7 @@ class Batcher:
         self._max_delay = max_batch_delay_s
         self._max_queue = max_queue_size
         self._queue: deque[_Item] = deque()
+        metrics.watch_queue(self._queue)
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
@@ -118,6 +120,11 @@ class Batcher:
         self._admitted = 0  # requests admitted but not queued yet (their bodies are being read)
         self._running_requests = 0
         self._peak = RecentPeak()
+        # While the cost policy gathers: the batch loop is woken by the arrival that may end the wait
+        # (the expected count, the row limit, another kind of request), not by each one.
+        self._gathering: Hashable | None = None  # the key gathered for
+        self._wake_at = 0  # queue length that wakes it
+        self._rows_room = 0  # rows that may still arrive before the limit
 
     @property
     def batch_limit(self) -> int:
@@ -179,13 +186,19 @@ class Batcher:
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(inputs, wanted, rows, key, future))
         self._peak.observe(len(self._queue) + self._running_requests + self._admitted)
-        self._metrics.model_queue_length.set(len(self._queue))
-        self._wakeup.set()
+        self._metrics.queue_changed(len(self._queue))
+        if self._gathering is None:
+            self._wakeup.set()
+        else:
+            self._rows_room -= rows
+            if len(self._queue) >= self._wake_at or key != self._gathering or self._rows_room <= 0:
+                self._wakeup.set()
         return await future
 
     async def close(self, timeout: float) -> None:
         """Refuse new requests, let queued and running ones finish (up to ``timeout``), stop the loop."""
         self._closed = True
+        self._wakeup.set()  # a call being gathered starts now
         deadline = time.monotonic() + timeout
         while self.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -252,7 +265,7 @@ class Batcher:
                     break
                 rows += head.rows
                 batch.append(queue.popleft())
-        self._metrics.model_queue_length.set(len(queue))
+        self._metrics.queue_changed(len(queue))
         return batch
 
     def _waiting(self, key: Hashable) -> tuple[int, int]:
@@ -282,14 +295,31 @@ class Batcher:
         wait = gather_wait(self._policy.fit, self._policy.max_latency_s)
         if wait <= 0:
             return
-        deadline = time.perf_counter() + wait
+        queue = self._queue
+        now = time.perf_counter()
+        cap = now + gather_cap(self._policy.max_latency_s)
+        deadline = min(cap, now + wait)
         expected = self._peak.value
-        while not self._closed:
-            requests, rows = self._waiting(key)
-            if requests >= expected or rows >= self.batch_limit or len(self._queue) > requests:
-                return
-            if not await self._wait_until(deadline):
-                return
+        seen = self._waiting(key)[0]
+        try:
+            while not self._closed:
+                requests, rows = self._waiting(key)
+                limit = self.batch_limit
+                if requests >= expected or rows >= limit or len(queue) > requests:
+                    return
+                if requests > seen:
+                    # Each arrival renews the wait: on a busy event loop the expected requests come one
+                    # after another as it parses them, and a call started now would only share the CPU.
+                    # (Arrivals do not wake this loop one by one: the wait is renewed from the last one's time.)
+                    seen = requests
+                    deadline = min(cap, max(deadline, queue[-1].enqueued + wait))
+                self._gathering = key
+                self._wake_at = len(queue) + expected - requests
+                self._rows_room = limit - rows
+                if not await self._wait_until(deadline):
+                    return
+        finally:
+            self._gathering = None
 
     async def _execute(self, batch: list[_Item]) -> None:
         try:

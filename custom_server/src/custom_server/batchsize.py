@@ -17,9 +17,12 @@ Filling the batch. Taking whatever waits the moment the model is free splits clo
 groups that alternate: the clients answered by one call send their next requests while the next call
 already runs without them, so 32 clients make calls of about 16 requests, each paying the fixed cost.
 With a known fixed cost the free model therefore waits for the requests it expects (as many as were
-in the server at once lately, ``RecentPeak``), at most ``gather_wait``: the call's fixed cost (a wait
-that saves a call must cost less than the call) and a quarter of the latency bound. Under light load
-the peak is the one request waiting, and nothing waits; a cheap model has no fixed cost to save.
+in the server at once lately, ``RecentPeak``), each at most ``gather_wait`` after the one before: the
+call's fixed cost (a wait that saves a call must cost less than the call) and a quarter of the latency
+bound; in all at most half the latency bound (``gather_cap``). While requests keep coming the event loop
+is busy taking them in, and a call started meanwhile would share the CPU with it (on one core a
+gRPC request costs the loop ~0.5 ms: 32 of them take longer than a tree ensemble's fixed cost). Under
+light load the peak is the one request waiting, and nothing waits; a cheap model has no fixed cost to save.
 """
 
 from __future__ import annotations
@@ -115,10 +118,16 @@ class CostPolicy:
 
 
 def gather_wait(fit: CostFit | None, max_latency_s: float) -> float:
-    """The longest a free model waits for expected requests to join its batch (0 until the cost is known)."""
+    """The longest a free model waits for the next expected request to join its batch (0 until the
+    cost is known)."""
     if fit is None:
         return 0.0
     return max(0.0, min(fit.fixed_s, max_latency_s / 4))
+
+
+def gather_cap(max_latency_s: float) -> float:
+    """The longest a free model waits for expected requests in all (each one's wait is ``gather_wait``)."""
+    return max_latency_s / 2
 
 
 @dataclass(slots=True)

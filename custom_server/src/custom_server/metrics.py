@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sized
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -112,6 +113,38 @@ class Metrics:
         self.model_load_duration = self.load_duration.labels(model)
         self.model_ready_gauge = self.model_ready.labels(model)
         self.model_ready_gauge.set(0)
+        # One process: the gauges that change with every request are read when scraped (a Python int
+        # and the queue's length) instead of being set under a lock each time. Several workers share
+        # their values through files, which only set/inc/dec write.
+        self._shared = multiprocess_enabled()
+        self._in_flight = 0
+        self._queue: Sized | None = None
+        if not self._shared:
+            self.in_flight.set_function(lambda: self._in_flight)
+            self.model_queue_length.set_function(lambda: len(self._queue) if self._queue is not None else 0)
+
+    def request_started(self) -> None:
+        """One more HTTP request in flight."""
+        if self._shared:
+            self.in_flight.inc()
+        else:
+            self._in_flight += 1
+
+    def request_finished(self) -> None:
+        """One HTTP request less in flight."""
+        if self._shared:
+            self.in_flight.dec()
+        else:
+            self._in_flight -= 1
+
+    def watch_queue(self, queue: Sized) -> None:
+        """The queue whose length ``queue_length`` reports (one process: read when scraped)."""
+        self._queue = queue
+
+    def queue_changed(self, length: int) -> None:
+        """The queue's length changed (several workers: written to the shared value)."""
+        if self._shared:
+            self.model_queue_length.set(length)
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         """Count one finished HTTP request."""

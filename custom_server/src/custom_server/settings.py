@@ -179,7 +179,8 @@ class Settings(BaseSettings):
         default="cost",
         description="`cost`: the rows per model call follow the model's measured cost (a fixed part per "
         "call plus a part per row): the largest batch whose call fits `MAX_LATENCY_MS`, at most 4096 rows; "
-        "a free model waits, at most its fixed cost, for the requests it expects. "
+        "a free model waits for the requests it expects while they keep coming (each within its fixed cost "
+        "of the one before, at most half of `MAX_LATENCY_MS` in all). "
         "`fixed`: at most `MAX_BATCH_SIZE` rows, no waiting.",
     )
     max_latency_ms: float = Field(
@@ -195,7 +196,7 @@ class Settings(BaseSettings):
         le=10_000,
         description="How long the first request of a batch waits for more. 0: no fixed wait; batch "
         "whatever queued up while the model was busy (with `BATCH_POLICY=cost`, plus the requests expected "
-        "soon, waiting at most the model's fixed cost per call).",
+        "soon, while they keep coming).",
     )
     max_queue_size: int = Field(
         default=512,

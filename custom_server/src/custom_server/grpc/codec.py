@@ -37,7 +37,7 @@ CONTENTS_FIELD = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a microsecond per field
 class DecodedMessage:
     """A ModelInfer request decoded: the model asked for, the request without tensor data, typed
     contents as arrays (input index -> array), or ``raw_input_contents`` (one entry per input)."""

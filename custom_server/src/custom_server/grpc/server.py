@@ -87,15 +87,20 @@ class InferenceServicer:
         started = time.perf_counter()
         metadata = dict(context.invocation_metadata() or ())
         given = metadata.get("x-request-id")
-        request_id = (
-            given
-            if isinstance(given, str) and 0 < len(given) <= 128 and given.isascii()
-            else f"{self._id_prefix}{next(self._ids):x}"
-        )
+        trailing: tuple[tuple[str, str], ...] = ()
+        if isinstance(given, str) and 0 < len(given) <= 128 and given.isascii():
+            request_id = given
+        else:
+            request_id = f"{self._id_prefix}{next(self._ids):x}"
+            # A generated id goes back in the trailing metadata, sent with the status: initial
+            # metadata sent on its own is one more operation per call for gRPC's core.
+            trailing = (("x-request-id", request_id),)
+            context.set_trailing_metadata(trailing)
         token = REQUEST_ID.set(request_id)
         code = 200
         try:
-            await context.send_initial_metadata((("x-request-id", request_id),))
+            if not trailing:  # the client's own id is echoed at once, in the initial metadata
+                await context.send_initial_metadata((("x-request-id", request_id),))
             if protected:
                 self._check_key(metadata)
             return await handler()
@@ -103,14 +108,14 @@ class InferenceServicer:
             code = exc.status_code
             if code >= 500:
                 logger.warning("request failed: %s", exc.message, extra={"status": code, "rpc": method})
-            await context.abort(status_of(exc), exc.message)
+            await context.abort(status_of(exc), exc.message, trailing)
             raise  # not reached: abort raises
         except grpc.aio.AbortError:
             raise
         except Exception:
             code = 500
             logger.exception("unhandled error serving %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log", trailing)
             raise
         finally:
             self.metrics.observe_request(f"/{SERVICE}/{method}", code, time.perf_counter() - started)

@@ -35,8 +35,11 @@ class SKLearnModel(Model):
         methods = [name for name in METHODS if callable(getattr(estimator, name, None))]
         if not methods:
             raise TypeError(f"{type(estimator).__name__} loaded from {path} has none of {', '.join(METHODS)}")
-        # Estimators fit on DataFrames warn on every array call; the server always passes arrays.
-        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        # Estimators fit on DataFrames warn on every array call; the server always passes arrays. Only
+        # for those: scikit-learn re-applies every warning filter for each task of a call (each tree of
+        # a forest), so a filter costs every call something.
+        if getattr(estimator, "feature_names_in_", None) is not None:
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
         self._estimator = estimator
         self._default = (methods[0],)
         n_features = getattr(estimator, "n_features_in_", None)

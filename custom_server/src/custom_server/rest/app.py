@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from custom_server import __version__
 from custom_server.dataplane import DataPlane
@@ -70,6 +71,22 @@ def _body(name: str, description: str) -> dict[str, Any]:
     }
 
 
+class ServerApp(FastAPI):
+    """FastAPI, except that the inference routes are served by ``ServerMiddleware`` before any of
+    FastAPI's layers (see ``rest.middleware``); every other request goes through the whole app."""
+
+    front: ServerMiddleware | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if front is not None and scope["type"] == "http":
+            fast = front.route(scope)
+            if fast is not None:
+                await front.handle(scope, receive, send, fast)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error to ``{"error": ...}`` with its status: typed errors through ``error_response``
     (which the middleware uses too), Starlette's 404/405 and FastAPI's parameter validation alike."""
@@ -120,7 +137,7 @@ def create_app(
                 await stack.enter_async_context(hook(app))
             yield
 
-    app = FastAPI(
+    app = ServerApp(
         title="creativeflow.ai_serving model server",
         description="Serves one model over the seed's `/predict` and the Open Inference Protocol v2 "
         "(`/v2`, JSON tensors and the binary tensor extension).",
@@ -254,7 +271,12 @@ def create_app(
     )
 
     install_error_handlers(app)
-    app.add_middleware(ServerMiddleware, settings=settings, metrics=data_plane.metrics, endpoints=endpoints)
+    if settings.cors_allow_origins:
+        # CORS wraps everything the app serves: the inference routes are served inside it.
+        app.add_middleware(ServerMiddleware, settings=settings, metrics=data_plane.metrics, endpoints=endpoints)
+    else:
+        app.add_middleware(ServerMiddleware, settings=settings, metrics=data_plane.metrics)
+        app.front = ServerMiddleware(app, settings=settings, metrics=data_plane.metrics, endpoints=endpoints)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -11,9 +11,9 @@ import orjson
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from custom_server.dataplane import InferenceResult
+from custom_server.dataplane import InferenceResult, PreparedInfer
 from custom_server.errors import InvalidInput, ServerError, ValidationFailed
-from custom_server.protocol import InferenceRequest, PredictRequest
+from custom_server.protocol import InferenceRequest, Parameters, PredictRequest, RequestOutput
 from custom_server.tensors import datatype_of, encode_binary_data, encode_json_data, json_default
 
 #: Header of the binary tensor extension: bytes of the JSON part at the start of the body.
@@ -150,19 +150,22 @@ def parse_infer(body: bytes, header_length: str | None) -> tuple[InferenceReques
     return request, binary_chunks(request, binary_part)
 
 
-def _wants_binary(request: InferenceRequest) -> tuple[bool, set[str]]:
-    every = bool((request.parameters or {}).get("binary_data_output", False))
-    named = {out.name for out in request.outputs or () if (out.parameters or {}).get("binary_data") is True}
+def _wants_binary(parameters: Parameters | None, outputs: list[RequestOutput] | None) -> tuple[bool, set[str]]:
+    every = bool(parameters.get("binary_data_output", False)) if parameters else False
+    named = {out.name for out in outputs or () if out.parameters and out.parameters.get("binary_data") is True}
     return every, named
 
 
-def infer_response(result: InferenceResult, request: InferenceRequest) -> Response:
-    """The v2 ``$inference_response`` as JSON, or JSON + binary when the request asked for it."""
-    every, named = _wants_binary(request)
+def encode_infer_response(result: InferenceResult, prepared: PreparedInfer) -> tuple[bytes, int | None]:
+    """The v2 ``$inference_response``: the body, and the JSON part's length when binary outputs follow it
+    (the request asked for them: ``Inference-Header-Content-Length``), else None."""
+    every, named = (
+        _wants_binary(prepared.parameters, prepared.outputs) if prepared.parameters or prepared.outputs else (False, ())
+    )
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for name, array in result.outputs:
-        array = np.asarray(array)
+    for name, value in result.outputs:
+        array = np.asarray(value)
         entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape)}
         if every or name in named:
             blob = encode_binary_data(array)
@@ -177,9 +180,15 @@ def infer_response(result: InferenceResult, request: InferenceRequest) -> Respon
     body["outputs"] = outputs
     header = dump_json(body)
     if not blobs:
-        return Response(header, media_type="application/json")
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def infer_response(result: InferenceResult, prepared: PreparedInfer) -> Response:
+    """The v2 ``$inference_response`` as JSON, or JSON + binary when the request asked for it."""
+    body, header_length = encode_infer_response(result, prepared)
+    if header_length is None:
+        return Response(body, media_type="application/json")
     return Response(
-        b"".join([header, *blobs]),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(header))},
+        body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_length)}
     )

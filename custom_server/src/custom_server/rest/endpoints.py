@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -10,11 +12,38 @@ from starlette.responses import Response
 
 from custom_server.dataplane import DataPlane
 from custom_server.decoding import decode_infer_json, decode_predict_json
-from custom_server.rest.codec import HEADER_LENGTH, JSONResponse, binary_chunks, infer_response, split_infer_body
+from custom_server.rest.codec import (
+    HEADER_LENGTH,
+    JSONResponse,
+    binary_chunks,
+    dump_json,
+    encode_infer_response,
+    split_infer_body,
+)
+
+#: Reads the request's body; called once the request holds its place in the queue.
+BodyReader = Callable[[], Awaitable[bytes]]
+
+_JSON = b"application/json"
+_BINARY = b"application/octet-stream"
 
 
 def _json(content: Any, status_code: int = 200) -> Response:
     return JSONResponse(content, status_code=status_code)
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a microsecond per field
+class Reply:
+    """A successful inference response, as the middleware's fast path sends it (no Response object)."""
+
+    body: bytes
+    content_type: bytes = _JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    def response(self) -> Response:
+        """The same as a Starlette response (for the app's own routes)."""
+        headers = {name.decode(): value.decode() for name, value in self.headers}
+        return Response(self.body, media_type=self.content_type.decode(), headers=headers or None)
 
 
 class Endpoints:
@@ -43,14 +72,18 @@ class Endpoints:
 
     async def predict(self, request: Request) -> Response:
         """Predict: ``{"instances": [...]}`` -> ``{"predictions": [...]}``, one per instance."""
+        return (await self.predict_body(request.body)).response()
+
+    async def predict_body(self, read_body: BodyReader) -> Reply:
+        """``/predict`` on a body not read yet (see ``Reply``)."""
         plane = self.data_plane
         with plane.admit() as admission:  # 503/429 before the body is read
-            body = await request.body()
+            body = await read_body()
             array = await plane.decoder.decode(len(body), decode_predict_json, body)
             del body
             model, outputs = await plane.run_predict(plane.prepare_predict(array), admission)
         predictions: Any = next(iter(outputs.values())) if len(outputs) == 1 else outputs
-        return _json({"predictions": predictions, "model_name": model.name, "model_version": model.version})
+        return Reply(dump_json({"predictions": predictions, "model_name": model.name, "model_version": model.version}))
 
     # --- Open Inference Protocol v2 ----------------------------------------------------------------
 
@@ -93,25 +126,34 @@ class Endpoints:
 
     async def infer(self, request: Request, model_name: str) -> Response:
         """Inference (JSON tensors, or the binary tensor extension)."""
-        return await self._infer(request, model_name, None)
+        header = request.headers.get(HEADER_LENGTH)
+        return (await self.infer_body(request.body, header, model_name, None)).response()
 
     async def infer_version(self, request: Request, model_name: str, model_version: str) -> Response:
         """Inference on one version."""
-        return await self._infer(request, model_name, model_version)
+        header = request.headers.get(HEADER_LENGTH)
+        return (await self.infer_body(request.body, header, model_name, model_version)).response()
 
-    async def _infer(self, request: Request, model_name: str, model_version: str | None) -> Response:
+    async def infer_body(
+        self, read_body: BodyReader, header_length: str | None, model_name: str, model_version: str | None
+    ) -> Reply:
+        """Inference on a body not read yet; ``header_length``: the binary extension's header, if sent."""
         plane = self.data_plane
         plane.get_model(model_name, model_version)
         with plane.admit() as admission:  # 503/429 before the body is read
-            body = await request.body()
-            json_part, binary_part = split_infer_body(body, request.headers.get(HEADER_LENGTH))
+            body = await read_body()
+            json_part, binary_part = split_infer_body(body, header_length)
             del body
             decoded = await plane.decoder.decode(len(json_part), decode_infer_json, json_part)
             del json_part
             chunks = binary_chunks(decoded.request, binary_part)
             prepared = plane.prepare_infer(model_name, model_version, decoded.request, chunks, decoded.arrays)
+            del decoded, chunks, binary_part  # the parsed JSON is not kept while the request waits
             result = await plane.run_infer(prepared, admission)
-        return infer_response(result, prepared.request)
+        body, header = encode_infer_response(result, prepared)
+        if header is None:
+            return Reply(body)
+        return Reply(body, _BINARY, ((b"inference-header-content-length", str(header).encode()),))
 
     # --- operations --------------------------------------------------------------------------------
 

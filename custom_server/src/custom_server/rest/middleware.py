@@ -4,9 +4,11 @@ Request id (``X-Request-ID`` in and out), body size limit (413), API key (401), 
 Prometheus request metrics, the optional JSON access log.
 
 It also serves the inference routes itself (``POST /v2/models/{name}[/versions/{version}]/infer``
-and ``/predict``), with the same handlers and error mapping as the app: FastAPI's router, parameter
-injection and inner middleware stack took a third of the event loop's time per request on one core
-(issue 17's workload). The app keeps those routes for its OpenAPI document and for other methods.
+and ``/predict``), with the same handlers and error mapping as the app, called by the app before
+any of FastAPI's layers (``rest.app.ServerApp``): FastAPI's router, parameter injection, body-limit
+and telemetry middlewares and Starlette's request and response objects cost more than the rest of
+the request's handling on one core (issue 17's workload). The app keeps those routes for its OpenAPI
+document and for other methods.
 """
 
 from __future__ import annotations
@@ -20,15 +22,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from custom_server.errors import InvalidInput, PayloadTooLarge, ServerError, Unauthorized
 from custom_server.logs import REQUEST_ID
 from custom_server.metrics import Metrics
 from custom_server.rest.codec import error_response
-from custom_server.rest.endpoints import Endpoints
+from custom_server.rest.endpoints import BodyReader, Endpoints, Reply
 from custom_server.settings import Settings
 
 logger = logging.getLogger("custom_server.rest")
@@ -38,26 +39,47 @@ _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 #: Paths that need the API key when one is set (health, metrics and docs stay open for probes).
 _PROTECTED = ("/predict", "/v2/models")
 
-Handler = Callable[[Request], Awaitable[Response]]
+#: An inference route's handler: the body reader and the binary extension's header -> the reply.
+Handler = Callable[[BodyReader, str | None], Awaitable[Reply]]
 
 
 def fast_route(path: str, endpoints: Endpoints) -> tuple[str, Handler] | None:
     """The route template and handler of a POST to an inference path, or None (the app routes it)."""
     if path == "/predict":
-        return "/predict", endpoints.predict
+        return "/predict", lambda read_body, _: endpoints.predict_body(read_body)
     parts = path.split("/")
     if len(parts) < 5 or parts[1] != "v2" or parts[2] != "models" or not parts[3] or parts[-1] != "infer":
         return None
     name = parts[3]
     if len(parts) == 5:
-        return "/v2/models/{model_name}/infer", lambda request: endpoints.infer(request, name)
+        return (
+            "/v2/models/{model_name}/infer",
+            lambda read_body, header: endpoints.infer_body(read_body, header, name, None),
+        )
     if len(parts) == 7 and parts[4] == "versions" and parts[5]:
         version = parts[5]
         return (
             "/v2/models/{model_name}/versions/{model_version}/infer",
-            lambda request: endpoints.infer_version(request, name, version),
+            lambda read_body, header: endpoints.infer_body(read_body, header, name, version),
         )
     return None
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (what Starlette's ``Request.body`` does, without the request object)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        elif kind == "http.disconnect":
+            raise ClientDisconnect
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class ServerMiddleware:
@@ -76,15 +98,26 @@ class ServerMiddleware:
         self._id_prefix = os.urandom(6).hex() + "-"
         self._ids = itertools.count(1)
 
+    def route(self, scope: Scope) -> tuple[str, Handler] | None:
+        """The fast route of an HTTP request, or None: the app serves it."""
+        if self.endpoints is None or scope["method"] != "POST":
+            return None
+        return fast_route(scope["path"], self.endpoints)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send, self.route(scope))
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, fast: tuple[str, Handler] | None) -> None:
+        """Serve an HTTP request: by the fast route's handler when given, else by the app."""
         started = time.perf_counter()
         given_id: bytes | None = None
         length: bytes | None = None
         authorization: bytes | None = None
         api_key: bytes | None = None
+        binary_header: bytes | None = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 length = value
@@ -94,6 +127,8 @@ class ServerMiddleware:
                 authorization = value
             elif key == b"x-api-key":
                 api_key = value
+            elif key == b"inference-header-content-length":
+                binary_header = value
         if given_id is not None and _REQUEST_ID.match(given_id):
             request_id = given_id.decode()
         else:
@@ -109,19 +144,32 @@ class ServerMiddleware:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        fast = (
-            fast_route(scope["path"], self.endpoints)
-            if self.endpoints is not None and scope["method"] == "POST"
-            else None
-        )
-        self.metrics.in_flight.inc()
+        self.metrics.request_started()
         try:
             rejection = self._reject(scope["path"], length, authorization, api_key)
             body_receive = receive if length is not None else self._limited(receive)
             if rejection is not None:
                 await error_response(rejection)(scope, receive, send_wrapper)
             elif fast is not None:
-                await self._serve(fast[1], scope, body_receive, send_wrapper)
+                try:
+                    reply = await fast[1](
+                        lambda: _read_body(body_receive),
+                        binary_header.decode("latin-1") if binary_header is not None else None,
+                    )
+                except ServerError as exc:
+                    if exc.status_code >= 500:
+                        logger.warning("request failed: %s", exc.message, extra={"status": exc.status_code})
+                    await error_response(exc)(scope, receive, send_wrapper)
+                else:
+                    status[0], status[1] = 200, True
+                    headers = [
+                        (b"content-type", reply.content_type),
+                        (b"content-length", str(len(reply.body)).encode()),
+                        *reply.headers,
+                        id_header,
+                    ]
+                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    await send({"type": "http.response.body", "body": reply.body})
             else:
                 await self.app(scope, body_receive, send_wrapper)
         except Exception:
@@ -133,7 +181,7 @@ class ServerMiddleware:
             elapsed = time.perf_counter() - started
             endpoint = fast[0] if fast is not None else getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.observe_request(endpoint, int(status[0]), elapsed)
-            self.metrics.in_flight.dec()
+            self.metrics.request_finished()
             if self.access_log:
                 access_logger.info(
                     "%s %s %d",
@@ -149,17 +197,6 @@ class ServerMiddleware:
                     },
                 )
             REQUEST_ID.reset(token)
-
-    @staticmethod
-    async def _serve(handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
-        """An inference route, as the app would serve it (typed errors mapped as in ``rest/app.py``)."""
-        try:
-            response = await handler(Request(scope, receive))
-        except ServerError as exc:
-            if exc.status_code >= 500:
-                logger.warning("request failed: %s", exc.message, extra={"status": exc.status_code})
-            response = error_response(exc)
-        await response(scope, receive, send)
 
     def _reject(
         self, path: str, length: bytes | None, authorization: bytes | None, api_key: bytes | None
