@@ -22,7 +22,7 @@ REAL_SYSCTL_FILE="${REAL_RUN_DIR}/real-node.sysctl"
 REGISTRY_DIR="${CACHE_DIR}/registry"
 NODE_DIR="${CLUSTER_DIR}/node"
 NODE_ENV="${NODE_DIR}/node.env"
-NODE_COMPONENTS=(registry registry-pods registry-blobs containerd kubelet kube-proxy)
+NODE_COMPONENTS=(registry registry-pods registry-blobs apiserver-pods containerd kubelet kube-proxy)
 # What the kubelet, kube-proxy and the CNI bridge change; read before, set back by `down`.
 REAL_SYSCTLS=(net.ipv4.ip_forward vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.conf.all.route_localnet
@@ -32,14 +32,24 @@ REAL_SYSCTLS=(net.ipv4.ip_forward vm.overcommit_memory vm.panic_on_oom kernel.pa
 # kubelet listens (a loopback node IP is refused by the kubelet).
 real_gateway() { python3 -c 'import ipaddress,sys; print(next(ipaddress.ip_network(sys.argv[1]).hosts()))' "${REAL_POD_CIDR}"; }
 
-# Extra kwokctl settings that name this cluster's pki paths (see cluster.sh create_cluster).
+# The first address of the Service range: the kubernetes Service's, which pods connect to.
+api_service_ip() { python3 -c 'import ipaddress,sys; print(next(ipaddress.ip_network(sys.argv[1]).hosts()))' "${SERVICE_CIDR}"; }
+
+# Extra kwokctl settings that name this cluster's pki paths (see cluster.sh
+# create_cluster). The first lines continue kwokctl.yaml's options.
 kwokctl_patches() {
   local pki="${CLUSTER_DIR}/pki"
+  # Pods reach the API server as in any cluster (the kubernetes Service, in-cluster config): its endpoint
+  # is the bridge's gateway, where the real node's apiserver-pods forwards to the API server on
+  # 127.0.0.1; the serving certificate names that address and the Service's. Set whether or not the
+  # cluster has its real node yet, so that adding one later keeps the cluster (its settings are the same).
+  echo "  kubeApiserverCertSANs: [$(real_gateway), $(api_service_ip)]"
   cat <<EOF
 componentsPatches:
   - name: kube-apiserver
     extraArgs:
       - {key: service-cluster-ip-range, value: ${SERVICE_CIDR}}
+      - {key: advertise-address, value: $(real_gateway)}
       # The apiserver authenticates to kubelets with kwokctl's admin certificate
       # and verifies their serving certificate against kwokctl's CA.
       - {key: kubelet-client-certificate, value: ${pki}/admin.crt}
@@ -247,6 +257,35 @@ start_registry_blobs() {
     sleep 0.25
   done
   die "the pods' blob store did not answer on $(blob_url); see ${CLUSTER_DIR}/logs/registry-blobs.log"
+}
+
+# The API server for the pods: a forwarder on the bridge's gateway to the API
+# server, which listens on 127.0.0.1 only (kwokctl's bindAddress; 0.0.0.0 would
+# open it to the machine's network). Same port; the advertise address above
+# makes it the kubernetes Service's endpoint.
+apiserver_port() {
+  local server
+  server=$(kubectl --kubeconfig "${KUBECONFIG_PATH}" config view -o jsonpath='{.clusters[0].cluster.server}')
+  echo "${server##*:}"
+}
+apiserver_pods_address() { echo "$(real_gateway):$(apiserver_port)"; }
+
+start_apiserver_pods() {
+  local port
+  port=$(apiserver_port)
+  start_daemon apiserver-pods socat "TCP-LISTEN:${port},bind=$(real_gateway),reuseaddr,fork" "TCP:127.0.0.1:${port}"
+  local i
+  for i in $(seq 1 40); do
+    (exec 3<>"/dev/tcp/$(real_gateway)/${port}") 2>/dev/null && return 0
+    sleep 0.25
+  done
+  die "the API server's forwarder for the pods did not listen on $(real_gateway):${port}; see ${CLUSTER_DIR}/logs/apiserver-pods.log"
+}
+
+stop_apiserver_pods() {
+  stop_daemon apiserver-pods
+  # socat forks one child per connection; they outlive the listener.
+  pkill -9 -f "^socat TCP-LISTEN:[0-9]+,bind=$(real_gateway),reuseaddr,fork TCP:127.0.0.1:" 2>/dev/null || true
 }
 
 # Certificates signed by kwokctl's CA: the kubelet's serving certificate (the
@@ -471,6 +510,7 @@ node_up() {
   if [[ " ${dead} " == *" registry "* ]]; then start_registry; fi
   if [[ " ${dead} " == *" registry-pods "* ]]; then start_pod_registry; fi
   if [[ " ${dead} " == *" registry-blobs "* ]]; then start_registry_blobs; fi
+  if [[ " ${dead} " == *" apiserver-pods "* ]]; then start_apiserver_pods; fi
   push_pause
   node_certs
   if [[ " ${dead} " == *" containerd "* ]]; then
@@ -560,6 +600,7 @@ node_down() {
   stop_daemon registry
   stop_daemon registry-pods
   stop_daemon registry-blobs
+  stop_apiserver_pods
   local m
   # Pod network namespaces containerd made.
   for m in /run/netns/cni-* /var/run/netns/cni-*; do
@@ -582,7 +623,7 @@ node_status() {
   [[ -f "${NODE_ENV}" ]] || { echo "real node: none (AI_SERVING_REAL_NODE=0, or held by another cluster)"; return 0; }
   . "${NODE_ENV}"
   local c pid
-  echo "real node ${REAL_NODE_NAME} (bridge ${REAL_BRIDGE} ${REAL_POD_CIDR}, kubelet $(real_gateway):${KUBELET_PORT}, registry $(registry_address), for pods $(pod_registry_address), blobs $(blob_url))"
+  echo "real node ${REAL_NODE_NAME} (bridge ${REAL_BRIDGE} ${REAL_POD_CIDR}, kubelet $(real_gateway):${KUBELET_PORT}, registry $(registry_address), for pods $(pod_registry_address), blobs $(blob_url), API for pods $(apiserver_pods_address))"
   for c in "${NODE_COMPONENTS[@]}"; do
     if pid=$(pid_alive "${c}"); then echo "${c}: running (pid ${pid})"; else echo "${c}: STOPPED"; fi
   done

@@ -26,6 +26,8 @@ need conntrack conntrack
 need ipset ipset
 need ip iproute2
 need gcc gcc
+# The pods' way to the API server (it listens on 127.0.0.1): a forwarder on the bridge.
+need socat socat
 [[ -f /usr/include/stdio.h ]] || missing+=(libc6-dev)
 # Ollama for the real node (cluster/build.sh ollama) compiles llama.cpp's C++ with cgo.
 need g++ g++

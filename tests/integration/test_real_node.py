@@ -186,6 +186,39 @@ def test_exiting_container_reaches_crashloopbackoff(kubectl, namespace, python_i
     assert wait_for(previous_logs, 60, "logs --previous"), previous[-3:]
 
 
+# A pod's in-cluster client: the kubernetes Service's address from the environment, the ServiceAccount's CA and token.
+WHO_AM_I = """
+import json, os, ssl, urllib.request
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+url = "https://%s:%s/apis/authentication.k8s.io/v1/selfsubjectreviews" % (
+    os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).encode()
+request = urllib.request.Request(url, data=body, method="POST", headers={
+    "Authorization": "Bearer " + open(sa + "/token").read().strip(), "Content-Type": "application/json"})
+context = ssl.create_default_context(cafile=sa + "/ca.crt")
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+with opener.open(request, timeout=10) as response:
+    print("user", json.load(response)["status"]["userInfo"]["username"])
+"""
+
+
+def test_pods_reach_the_api_server_with_their_service_account(kubectl, namespace, python_image):
+    """In-cluster clients work on the real node: the kubernetes Service leads to the API server (which listens on
+    127.0.0.1) through the bridge, its certificate verifies against the ServiceAccount's CA for the Service's IP, and
+    the pod's token authenticates it."""
+    pod = real_pod("whoami", python_image, "exec python3 -c \"$SCRIPT\"", env=[{"name": "SCRIPT", "value": WHO_AM_I}])
+    pod["spec"]["restartPolicy"] = "Never"
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(pod))
+    phase = wait_for(lambda: get_json(kubectl, "-n", namespace, "pod/whoami")["status"].get("phase") in
+                     ("Succeeded", "Failed") and get_json(kubectl, "-n", namespace, "pod/whoami")["status"]["phase"],
+                     180, "the pod's end")
+    logs = kubectl("logs", "-n", namespace, "whoami", check=False).stdout
+    assert phase == "Succeeded", logs
+    assert logs.strip() == f"user system:serviceaccount:{namespace}:default"
+    service = get_json(kubectl, "-n", "default", "endpoints/kubernetes")["subsets"][0]["addresses"][0]["ip"]
+    assert service == "10.244.0.1"
+
+
 @pytest.mark.cluster_teardown
 def test_kill_up_twice_and_down_leaves_nothing(kubeconfig):
     """Runs last (conftest): it takes the session cluster down."""
@@ -205,7 +238,8 @@ def test_kill_up_twice_and_down_leaves_nothing(kubeconfig):
     assert (pids / "kubelet.pid").read_text().strip() == kubelet_pid
     assert len(kubelets()) == 1
     status = sh(CLUSTER_SH, "status").stdout
-    for component in ("registry", "registry-pods", "registry-blobs", "containerd", "kubelet", "kube-proxy"):
+    for component in ("registry", "registry-pods", "registry-blobs", "apiserver-pods", "containerd", "kubelet",
+                      "kube-proxy"):
         assert f"{component}: running" in status
     assert REAL_NODE in status
 
@@ -213,6 +247,7 @@ def test_kill_up_twice_and_down_leaves_nothing(kubeconfig):
     sh(CLUSTER_SH, "down")
 
     assert live_processes(f"/clusters/{name}/") == []
+    assert live_processes("bind=10.244.0.1,reuseaddr,fork") == []  # the API server's forwarder for the pods
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     assert [m for m in mounts if m.startswith(str(cluster_dir)) or "/netns/cni-" in m] == []
     for tool in ("iptables", "ip6tables"):
