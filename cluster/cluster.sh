@@ -103,11 +103,20 @@ create_cluster() {
     args+=(--kube-apiserver-port "${AI_SERVING_APISERVER_PORT}")
   fi
   log "creating cluster ${NAME} (kube ${KUBE_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION})"
-  if ! "${KWOKCTL}" "${args[@]}" >"${CACHE_DIR}/kwokctl-create.log" 2>&1; then
+  # kwokctl picks free ports when it writes the cluster's settings, and its components bind them only when
+  # they start: two clusters created at once can pick the same port (one's scheduler then exits with
+  # "address already in use"). One creation at a time on this machine, until its components listen.
+  local lock
+  exec {lock}>"${CACHE_DIR}/kwokctl-create.lock"
+  flock "${lock}"
+  # The components kwokctl starts must not inherit the lock: they would hold it for their life.
+  if ! "${KWOKCTL}" "${args[@]}" >"${CACHE_DIR}/kwokctl-create.log" 2>&1 {lock}>&-; then
     tail -n 20 "${CACHE_DIR}/kwokctl-create.log" >&2
-    "${KWOKCTL}" delete cluster --name "${NAME}" >/dev/null 2>&1 || true
+    "${KWOKCTL}" delete cluster --name "${NAME}" >/dev/null 2>&1 {lock}>&- || true
+    exec {lock}>&-
     die "kwokctl could not create the cluster (log: ${CACHE_DIR}/kwokctl-create.log)"
   fi
+  exec {lock}>&-
 }
 
 # kubernetes.core caches API discovery in $TMPDIR per server URL and user. A
