@@ -200,10 +200,15 @@ def test_deploy_to_all_three_in_parallel_then_nothing_changes(tmp_path: Path, ku
         rows = summary(first)
         assert {h: (r["result"], r["version"]) for h, r in rows.items()} == {h: ("changed", "1.4.0") for h in NAMES}
         assert all(image_tag(apis, h, three) == "1.4.0" for h in NAMES)
-        # Reported, and bounded: the three clusters' deploys overlap.
+        # The three clusters' deploys overlap: each took its Lease before any of them finished (a serial run would
+        # finish one before the next takes its own). The times are reported, not asserted (a shared machine).
         print(f"deploy_model.yml cold: one cluster {one_seconds:.1f} s, three clusters {three_seconds:.1f} s "
               f"({three_seconds / one_seconds:.2f}x)")
-        assert three_seconds <= 1.5 * one_seconds, (one_seconds, three_seconds)
+        lines = first.stdout.splitlines()
+        locks = [i for i, line in enumerate(lines) if re.match(r"\s*Lock \| Take Lease .*\[ok\]", line)]
+        done = [i for i, line in enumerate(lines) if re.match(r"\s*Rollout \| Record the last good version", line)]
+        assert len(locks) == len(NAMES) and len(done) == len(NAMES), first.explain()
+        assert max(locks) < min(done), first.explain()
 
         again = run(inv, three)
         assert again.returncode == 0, again.explain()
