@@ -125,8 +125,12 @@ class CanaryApi(FakeApi):
             replicas = int(deployment["spec"]["replicas"])
             for index in range(replicas):
                 pod = "%s-%s-%d" % (name, digest, index)
-                self.objects[("Pod", pod)] = {"metadata": {"name": pod, "labels": labels},
-                                              "spec": {"nodeName": "node-1"},
+                # Owned by the ReplicaSet, with the template's containers (their GPUs): what the GPU check reads.
+                self.objects[("Pod", pod)] = {"metadata": {"name": pod, "labels": labels,
+                                                           "ownerReferences": [{"kind": "ReplicaSet",
+                                                                                "uid": "rs-" + digest}]},
+                                              "spec": {"nodeName": "node-1", "containers": copy.deepcopy(
+                                                  deployment["spec"]["template"]["spec"]["containers"])},
                                               "status": {"phase": "Running", "podIP": "10.0.0.%d" % index}}
             deployment["status"] = {"observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
                                     "updatedReplicas": replicas, "readyReplicas": replicas,
@@ -428,6 +432,50 @@ def interrupted_at_step_2(api: CanaryApi, monkeypatch) -> None:
     deploy_failing(api, model())
     monkeypatch.setattr(api.clock, "sleep", sleep)  # type: ignore[attr-defined]
     assert api.objects[("Deployment", CANARY)]["spec"]["replicas"] == 2
+
+
+def gpu_node(gpus: int) -> Dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1", "labels": {}}, "spec": {},
+            "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": str(gpus)},
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def test_the_gpu_preflight_counts_a_resumed_canarys_pods_once(api: CanaryApi, monkeypatch) -> None:
+    """A rerun that continues a canary: its running pods are within the canary's peak (4 replicas + 1), not other
+    pods beside it. The node has room for exactly that peak: 5 GPUs, the model's pods take 1 each."""
+    api.objects[("Node", "node-1")] = gpu_node(5)
+    original = Engine.__init__
+
+    def with_gpu_preflight(self, arguments, *rest, **kwargs):
+        original(self, dict(arguments, gpu_preflight=True), *rest, **kwargs)
+
+    monkeypatch.setattr(Engine, "__init__", with_gpu_preflight)
+    interrupted_at_step_2(api, monkeypatch)  # the first run's preflight fitted: 4 stable pods, peak 5
+    used = sum(1 for key in api.objects if key[0] == "Pod")
+    assert used == 4  # 2 canary + 2 stable pods, 1 GPU each: 1 free
+    engine = deploy(api, model())
+    gpu = next(s for s in engine.steps if s["name"] == "Preflight | GPU capacity")
+    assert gpu["msg"].startswith("with the canary's 1 more pod(s) at its peak (the pods of image-classifier-canary, "
+                                 "which a run left, counted in it): "), gpu["msg"]
+    assert steps(engine)[1] == "Canary | Step 2: 50% for 1m (2 canary, 2 stable pod(s))"
+    assert tag_of(api) == "1.5.0" and ("Deployment", CANARY) not in api.objects
+
+
+def test_the_gpu_preflight_still_refuses_what_does_not_fit_beside_a_resumed_canary(api: CanaryApi,
+                                                                                   monkeypatch) -> None:
+    api.objects[("Node", "node-1")] = gpu_node(5)
+    original = Engine.__init__
+
+    def with_gpu_preflight(self, arguments, *rest, **kwargs):
+        original(self, dict(arguments, gpu_preflight=True), *rest, **kwargs)
+
+    monkeypatch.setattr(Engine, "__init__", with_gpu_preflight)
+    interrupted_at_step_2(api, monkeypatch)
+    api.objects[("Node", "node-1")] = gpu_node(4)  # a GPU went: the peak of 5 no longer fits
+    api.calls.clear()
+    _engine, error = deploy_failing(api, model())
+    assert str(error).startswith("GPU preflight for image-classifier in namespace ai-serving: "), str(error)
+    assert not any(call.startswith(("apply", "scale")) for call in api.calls)
 
 
 def test_canary_action_abort_removes_the_canary_and_restores_the_stable_replicas(api: CanaryApi, monkeypatch) -> None:
