@@ -51,6 +51,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.pla
     ISTIO_KINDS,
     ISTIO_VERSIONS,
     CanaryPlanError,
+    istio_api_version,
     plan_canary,
     resolve_split,
 )
@@ -335,6 +336,7 @@ class Engine:
         except CanaryPlanError as exc:
             raise DeployError("strategy.canary of {0}: {1}".format(name, exc)) from exc
         found["canary_plan"] = canary_plan.to_dict()
+        found["canary_istio_version"] = istio_api_version(served) if split == "istio" else None
         problem = progression.check_split(split, canary.metrics)
         if not self.check_mode and problem:
             raise DeployError("strategy.canary of {0}: {1}".format(name, problem), canary_plan=found["canary_plan"])

@@ -153,9 +153,9 @@ def test_gateway_plan_keeps_the_stable_version_whole():
     ]
     # promotion: the stable version rolls (4 + 1 surge) while the canary's 2 pods serve
     assert plan.peak_pods == 7
-    assert plan.promote == ("the stable Deployment takes the new version (rolling update of its 4 pod(s)) while the "
-                            "canary serves its share, then every request goes to the stable Service and the canary's "
-                            "2 pod(s) go")
+    assert plan.promote == ("every request goes to the model's Service (both versions' pods), the stable Deployment "
+                            "takes the new version (rolling update of its 4 pod(s)), then the route and the canary's 2 "
+                            "pod(s) go")
 
 
 def test_plan_lines_for_check_mode():
@@ -166,8 +166,8 @@ def test_plan_lines_for_check_mode():
         "A/B: requests with header x-canary: 1 always go to the canary",
         "step 1: 10% for 2m: canary 1 pod(s), stable 3 pod(s)",
         "step 2: 50% for 5m: canary 2 pod(s), stable 3 pod(s)",
-        "then promote: the stable Deployment takes the new version (rolling update of its 3 pod(s)) while the "
-        "canary serves its share, then every request goes to the stable Service and the canary's 2 pod(s) go",
+        "then promote: every request goes to the model's Service (both versions' pods), the stable Deployment takes "
+        "the new version (rolling update of its 3 pod(s)), then the route and the canary's 2 pod(s) go",
     ]
     lines = plan_canary(canary((10, 90)), 3, "replicas").lines()
     assert lines[1] == ("step 1: 10% asked, 33.3% expressed for 1m30s: canary 1 pod(s), stable 2 pod(s) - "
