@@ -217,6 +217,9 @@ def plan_canary(canary: Canary, replicas: int, split: str, why: str = "", surge:
     if split == "replicas" and any(not step.exact for step in steps):
         warnings.append("the replica ratio of %d replica(s) cannot express every weight; more replicas, or split "
                         "gateway or istio (exact weights), follow the steps closer" % replicas)
+    if canary.bounds.min_requests == 0:
+        warnings.append("analysis.min_requests is 0: a step passes without any canary request (its pause is all "
+                        "it proves); set it above 0 wherever traffic reaches the model")
     if canary.gateway and split != "gateway":
         warnings.append("strategy.canary.gateway (%s) is not used: the split is %s" % (canary.gateway.get("name"), split))
     return CanaryPlan(split, why or "split " + split, replicas, steps, peak, promote, canary.header, warnings)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 
 import pytest
@@ -196,3 +197,14 @@ def test_a_gateway_parent_the_resolved_split_does_not_use_is_said():
     assert plan_canary(with_parent, 2, "replicas").warnings == [
         "strategy.canary.gateway (public) is not used: the split is replicas"]
     assert plan_canary(with_parent, 2, "gateway").warnings == []
+
+
+def test_a_canary_without_a_minimum_of_requests_is_warned_about():
+    """min_requests 0 (a cluster no request reaches, such as the kwok test of the route objects): a step passes on
+    its pause alone; the plan says so."""
+    spec = canary((10, 120))
+    spec = dataclasses.replace(spec, bounds=dataclasses.replace(spec.bounds, min_requests=0))
+    plan = plan_canary(spec, 4, "gateway")
+    assert plan.warnings == ["analysis.min_requests is 0: a step passes without any canary request (its pause is all "
+                             "it proves); set it above 0 wherever traffic reaches the model"]
+    assert not plan_canary(canary((10, 120)), 4, "gateway").warnings
