@@ -183,6 +183,13 @@ options:
     type: str
     choices: [none, promote, abort]
     default: none
+  canary_prometheus_url:
+    description:
+      - For a model with C(strategy.canary.analysis.metrics=prometheus) - the URL of the Prometheus the analysis
+        queries (one instant query per check of each version's pods' series, by their C(namespace) and C(pod)
+        labels), instead of reading the pods through the API server. Empty - such a canary is refused.
+    type: str
+    default: ""
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 attributes:

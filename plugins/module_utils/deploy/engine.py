@@ -337,7 +337,7 @@ class Engine:
             raise DeployError("strategy.canary of {0}: {1}".format(name, exc)) from exc
         found["canary_plan"] = canary_plan.to_dict()
         found["canary_istio_version"] = istio_api_version(served) if split == "istio" else None
-        problem = progression.check_split(split, canary.metrics)
+        problem = progression.check_split(split, canary.metrics, self.args.get("canary_prometheus_url") or "")
         if not self.check_mode and problem:
             raise DeployError("strategy.canary of {0}: {1}".format(name, problem), canary_plan=found["canary_plan"])
         if self.check_mode:

@@ -24,9 +24,18 @@ from __future__ import annotations
 import copy
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+from urllib.error import HTTPError
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import ensure, manifests, runtimes, smoke
-from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary import analysis, progress, state, traffic
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary import (
+    analysis,
+    progress,
+    prometheus,
+    state,
+    traffic,
+)
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.exposition import ExpositionError, parse
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.plan import ISTIO_VERSIONS
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.spec import Canary, canary_of, format_seconds
@@ -82,6 +91,10 @@ class Progression:
         self.sleep: Callable[[float], None] = time.sleep
         self.clock: Callable[[], float] = time.monotonic
         self.proxy: Callable[[int], Any] = lambda timeout: ServiceProxy(self.client.api_client, timeout)
+        #: With analysis.metrics prometheus: the Prometheus the figures are read from (None: the pods themselves).
+        url = str(engine.args.get("canary_prometheus_url") or "")
+        self.prometheus: Optional[Any] = (PrometheusApi(url, SCRAPE_TIMEOUT)
+                                          if canary.metrics == "prometheus" and url else None)
         self.stable_hash = ""
         self._simulated: Dict[str, bool] = {}
         self.checks: List[Dict[str, Any]] = []
@@ -282,6 +295,9 @@ class Progression:
         sender = self.proxy(SCRAPE_TIMEOUT)
         for track, names in state.version_pods(pods, self.stable_hash).items():
             figures[track] = {}
+            if self.prometheus is not None:
+                figures[track] = self._from_prometheus(names)
+                continue
             for pod in names:
                 if self._on_simulated_node(nodes.get(pod, "")):
                     self.unread.append("{0} (simulated node)".format(pod))
@@ -295,6 +311,30 @@ class Progression:
                     figures[track][pod] = analysis.read_counts(parse(body), self.metrics)
                 except ExpositionError as exc:
                     self.unread.append("{0} ({1})".format(pod, exc))
+        return figures
+
+    def _from_prometheus(self, pods: List[str]) -> Dict[str, analysis.Counts]:
+        """The pods' figures as the Prometheus has them now (one instant query); pods it has no series of yet (not
+        scraped since they started) are left out, named in ``self.unread``."""
+        if not pods or self.prometheus is None:
+            return {}
+        status, body, error = self.prometheus.get(
+            prometheus.query_path(prometheus.series_query(self.metrics, self.namespace, pods)))
+        where = "Prometheus at {0}".format(self.prometheus.url)
+        if status != 200:
+            self.unread.append("{0} ({1})".format(where, error or "HTTP {0}: {1}".format(status, body[:200])))
+            return {}
+        try:
+            by_pod = prometheus.samples_by_pod(body)
+        except prometheus.PrometheusError as exc:
+            self.unread.append("{0} ({1})".format(where, exc))
+            return {}
+        figures = {}
+        for pod in pods:
+            if pod in by_pod:
+                figures[pod] = analysis.read_counts(by_pod[pod], self.metrics)
+            else:
+                self.unread.append("{0} (no series in the Prometheus yet)".format(pod))
         return figures
 
     def _on_simulated_node(self, node: str) -> bool:
@@ -472,13 +512,34 @@ def leftovers(client: Any, name: str, namespace: str) -> List[Dict[str, str]]:
     return found + [{"api_version": "apps/v1", "kind": "Deployment", "name": traffic.canary_name(name)}]
 
 
-def check_split(split: str, metrics: str = "pods") -> Optional[str]:
-    """Why a real run cannot progress with ``split`` and ``analysis.metrics`` (every split runs; the analysis reads
-    the pods' own metrics only yet), or None: a canary is never run otherwise than the catalog says."""
+def check_split(split: str, metrics: str = "pods", prometheus_url: str = "") -> Optional[str]:
+    """Why a real run cannot progress with ``split`` and ``analysis.metrics`` (``prometheus`` needs the inventory's
+    URL), or None: a canary is never run otherwise than the catalog says."""
     if split not in ("replicas", "gateway", "istio"):
         return "split {0}: expected replicas, gateway or istio. Nothing was applied.".format(split)
-    if metrics != "pods":
-        return ("analysis.metrics {0}: this version reads the pods' own metrics only (there is no inventory setting "
-                "for a Prometheus URL yet); set strategy.canary.analysis.metrics: pods. Nothing was applied."
-                .format(metrics))
+    if metrics == "prometheus" and not prometheus_url:
+        return ("analysis.metrics prometheus needs the URL of the Prometheus to query: set "
+                "ai_serving_canary_prometheus_url in the inventory (or -e), for example "
+                "http://prometheus.monitoring:9090, or set strategy.canary.analysis.metrics: pods. Nothing was applied.")
+    if metrics not in ("pods", "prometheus"):
+        return "analysis.metrics {0}: expected pods or prometheus. Nothing was applied.".format(metrics)
     return None
+
+
+class PrometheusApi:
+    """GETs of the HTTP API of the Prometheus at ``url`` (``ai_serving_canary_prometheus_url``), from the controller."""
+
+    def __init__(self, url: str, timeout: int) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def get(self, path: str) -> Tuple[Optional[int], str, str]:
+        """(status, body text, error): status None when no HTTP answer came back."""
+        try:
+            response = open_url(self.url + path, method="GET", timeout=self.timeout,
+                                headers={"Accept": "application/json"})
+            return int(response.getcode()), response.read().decode("utf-8", "replace"), ""
+        except HTTPError as exc:
+            return int(exc.code), (exc.read() or b"").decode("utf-8", "replace"), ""
+        except Exception as exc:  # no answer: DNS, refused, timeout, TLS
+            return None, "", "{0}: {1}".format(type(exc).__name__, exc)

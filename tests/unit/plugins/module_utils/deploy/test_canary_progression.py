@@ -12,6 +12,7 @@ are TensorFlow Serving's (the fixture's model), read through a fake pod proxy.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -673,9 +674,94 @@ def test_every_check_is_kept_for_the_result(api: CanaryApi) -> None:
     assert engine.canary_checks[2]["canary_share"] == 25.0
 
 
-def test_analysis_by_prometheus_is_refused_before_anything_is_applied(api: CanaryApi) -> None:
+def test_analysis_by_prometheus_without_its_url_is_refused_before_anything_is_applied(api: CanaryApi) -> None:
     api.calls.clear()
     _engine, error = deploy_failing(api, model(metrics="prometheus"))
-    assert str(error).startswith("strategy.canary of image-classifier: analysis.metrics prometheus: this version reads "
-                                 "the pods' own metrics only")
+    assert str(error).startswith("strategy.canary of image-classifier: analysis.metrics prometheus needs the URL of the "
+                                 "Prometheus to query: set ai_serving_canary_prometheus_url in the inventory")
     assert not any(call.startswith(("apply", "scale")) for call in api.calls)
+
+
+class FakePrometheus:
+    """The HTTP API of a Prometheus that scraped the fake API's pods just now: instant queries of series by name,
+    namespace and pod (the pods' exposition, with the ``namespace`` and ``pod`` labels discovery adds)."""
+
+    api: Optional[CanaryApi] = None
+    queries: List[str] = []
+    down = False
+
+    def __init__(self, url: str, timeout: int) -> None:
+        self.url = url
+
+    def get(self, path: str) -> Tuple[Optional[int], str, str]:
+        from urllib.parse import parse_qs, urlsplit
+
+        from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.exposition import parse
+
+        if self.down or self.api is None:
+            return None, "", "URLError: <urlopen error [Errno 111] Connection refused>"
+        parts = urlsplit(path)
+        assert parts.path == "/api/v1/query", path
+        query = parse_qs(parts.query)["query"][0]
+        FakePrometheus.queries.append(query)
+        found = re.fullmatch(r'\{__name__=~"(.*)",namespace="(.*)",pod=~"(.*)"\}', query)
+        assert found, query
+        names, pods = [re.compile(p.replace("\\\\", "\\")) for p in (found.group(1), found.group(3))]
+        result = []
+        for (kind, pod), _obj in self.api.objects.items():
+            if kind != "Pod" or not pods.fullmatch(pod):
+                continue
+            for sample in parse(self.api.metrics(pod)):
+                if names.fullmatch(sample.name):
+                    labels = dict(sample.labels, __name__=sample.name, namespace=found.group(2), pod=pod)
+                    result.append({"metric": labels, "value": [1000.0, repr(sample.value)]})
+        return 200, json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}), ""
+
+
+def deploy_with_prometheus(api: CanaryApi, monkeypatch, entry: Dict[str, Any]) -> Tuple[Engine, Optional[DeployError]]:
+    monkeypatch.setattr(progression, "PrometheusApi", FakePrometheus)
+    FakePrometheus.api, FakePrometheus.queries = api, []
+    engine = Engine(dict(args(model=entry), canary_prometheus_url="http://prometheus.monitoring:9090"), lambda: api)
+    engine.notify = lambda line: None
+    try:
+        found = engine.preflight()
+        engine.apply(found)
+        return engine, None
+    except DeployError as exc:
+        return engine, exc
+    finally:
+        engine.release()
+
+
+def test_a_canary_analysed_by_prometheus_reads_the_pods_series_there_and_is_promoted(api: CanaryApi,
+                                                                                     monkeypatch) -> None:
+    engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
+    assert error is None, error
+    step1 = next(s for s in engine.steps if s["name"].startswith("Canary | Step 1"))
+    assert step1["msg"] == ("step 1 (25%): canary 600 requests, error ratio 0.000, p99 9.9ms (share 25.0%); stable "
+                            "1800 requests, error ratio 0.000, p99 9.9ms: pass")
+    assert tag_of(api) == "1.5.0"
+    # One query per version per read, by the pods' names: never a scrape through the pod proxy.
+    assert FakePrometheus.queries[0].startswith('{__name__=~":tensorflow:serving:request_count|')
+    assert ',namespace="ai-serving",pod=~"' in FakePrometheus.queries[0]
+
+
+def test_a_canary_analysed_by_prometheus_with_errors_is_aborted(api: CanaryApi, monkeypatch) -> None:
+    api.bad_ratio = 0.2
+    _engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
+    assert error is not None and str(error).startswith(
+        "The canary of image-classifier was aborted at step 1: error ratio 0.200 (40 of 200 requests) is above the "
+        "bound 0.05."), error
+    assert tag_of(api) == "1.4.0"
+
+
+def test_a_prometheus_that_does_not_answer_leaves_the_canary_without_figures(api: CanaryApi, monkeypatch) -> None:
+    FakePrometheus.down = True
+    try:
+        _engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
+    finally:
+        FakePrometheus.down = False
+    assert error is not None and "aborted at step 1: not enough canary requests" in str(error), error
+    assert ("metrics not read: Prometheus at http://prometheus.monitoring:9090 (URLError: <urlopen error [Errno 111] "
+            "Connection refused>)") in str(error)
+    assert tag_of(api) == "1.4.0"
