@@ -17,6 +17,7 @@ Runs on any cluster the other integration tests use; a real node is not needed (
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -294,3 +295,56 @@ def test_an_istio_canary_sets_the_virtualservice_weights_and_header_rule_of_each
     stable = apps_v1.read_namespaced_deployment(MODEL, namespace)
     assert stable.spec.replicas == 4 and stable.spec.template.metadata.annotations["example.com/release"] == "3"
     print(f"istio: {len(states)} distinct states seen")
+
+
+# ---- on the real node: the route split judged by the real pods' metrics ----
+
+REAL_MODEL = "doubler-python-cpu"
+REAL_STEPS = [{"weight": 25, "pause": "15s"}, {"weight": 50, "pause": "15s"}]
+
+
+def real_models(release: str, canary: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    from serving_tools import catalog as serving_catalog
+
+    entries = copy.deepcopy(serving_catalog())
+    entry = entries[REAL_MODEL]
+    entry["replicas"] = 4
+    entry["env"] = dict(entry.get("env") or {}, RELEASE=release)
+    if canary:
+        entry["strategy"] = dict(entry.get("strategy") or {}, canary=canary)
+    return entries
+
+
+def test_a_gateway_canary_on_the_real_node_is_judged_by_its_pods_metrics(api_client, core_v1, apps_v1,
+                                                                        kubeconfig: str, route_crds) -> None:
+    """Split gateway on the real node, under a load through the model's Service: the steps set the HTTPRoute's
+    weights as on kwok, and the analysis reads the real pods' metrics (min_requests 10). No data plane applies the
+    weights, so the load reaches the versions by their pods (1 canary beside 4 stable: 20%, then 2 beside 4: 33%);
+    the measured shares are printed against those. Skipped without the real node."""
+    from serving_tools import Load, proxy_for
+    from serving_tools import catalog as serving_catalog
+    from test_deploy_safety import real_node_namespace
+
+    extra = {"model": REAL_MODEL, "ai_namespace_name": "", "ai_serving_models": real_models("1")}
+    with real_node_namespace(kubeconfig, core_v1, "t-canary-gw-real", extra) as real:
+        canary = {"steps": REAL_STEPS, "split": "gateway",
+                  "analysis": {"interval": "5s", "min_requests": 10, "error_ratio": {"max": 0.05}}}
+        extra = {"model": REAL_MODEL, "ai_namespace_name": real["namespace"],
+                 "ai_serving_models": real_models("2", canary)}
+        with Load(proxy_for(api_client, real["namespace"], "custom_python"), "custom_python",
+                  serving_catalog()[REAL_MODEL]["smoke"], rate=8) as load:
+            run = run_playbook("deploy_model.yml", kubeconfig, extra, env=real["env"], timeout=900)
+            time.sleep(2)
+        line = load.report("a gateway canary on the real node, promoted")
+        assert run.returncode == 0, run.explain()
+        for step, pods in ((1, "1 canary, 4 stable pod(s)"), (2, "2 canary, 4 stable pod(s)")):
+            assert f"Canary | Step {step}: {REAL_STEPS[step - 1]['weight']}% for 15s ({pods}) [changed]" in run.output, \
+                run.explain()
+        shares = [float(m) for m in re.findall(r"Canary \| Step \d+: .*?\(share ([\d.]+)%\)", run.output)]
+        print(f"gateway on the real node: canary shares {shares} (the pods give 20.0 and 33.3 without a data plane)")
+        assert len(shares) == 2
+        assert load.failures == [], f"{line}: {load.failures[:10]}"
+        env = {e.name: e.value for e in
+               apps_v1.read_namespaced_deployment(REAL_MODEL, real["namespace"]).spec.template.spec.containers[0].env}
+        assert env["RELEASE"] == "2"
+        assert read_route(api_client, real["namespace"], "gateway") is None

@@ -54,8 +54,8 @@ def series_query(metrics: RequestMetrics, namespace: str, pods: Sequence[str]) -
         raise ValueError("no pod to query")
     names = "|".join(re.escape(name) for name in series_names(metrics))
     pod_names = "|".join(re.escape(pod) for pod in sorted(pods))
-    return '{__name__=~"%s",%s="%s",%s=~"%s"}' % (_quoted(names), NAMESPACE_LABEL, _quoted(namespace), POD_LABEL,
-                                                   _quoted(pod_names))
+    values = (_quoted(names), NAMESPACE_LABEL, _quoted(namespace), POD_LABEL, _quoted(pod_names))
+    return '{__name__=~"%s",%s="%s",%s=~"%s"}' % values
 
 
 def query_path(query: str) -> str:
