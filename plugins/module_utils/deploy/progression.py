@@ -375,7 +375,8 @@ class Progression:
         self.engine.shielded = True
         try:
             removed = self._remove_canary()
-            self._scale_stable(self.replicas)
+            if self.split == "replicas":  # the route splits never scale the stable version
+                self._scale_stable(self.replicas)
             return removed, self._wait(self.name)
         finally:
             self.engine.shielded = False

@@ -506,6 +506,7 @@ def test_a_gateway_canary_with_errors_is_aborted_its_route_removed_first(api: Ca
         "available pod(s)"), str(error)
     assert deletes(api) == ["HTTPRoute", "Service", "Service", "Deployment"]
     assert tag_of(api) == "1.4.0" and ("HTTPRoute", NAME) not in api.objects
+    assert api.scaled == []  # the stable version kept its pods: nothing to give back
 
 
 def test_an_interrupted_gateway_canary_continues_from_the_step_its_route_shows(api: CanaryApi, monkeypatch) -> None:
