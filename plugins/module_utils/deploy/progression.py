@@ -26,8 +26,6 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.error import HTTPError
 
-from ansible.module_utils.urls import open_url
-
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import ensure, manifests, runtimes, smoke
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary import (
     analysis,
@@ -536,6 +534,9 @@ class PrometheusApi:
 
     def get(self, path: str) -> Tuple[Optional[int], str, str]:
         """(status, body text, error): status None when no HTTP answer came back."""
+        # Imported here: ansible.module_utils.urls loads cryptography, which a deploy without this canary never needs.
+        from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel
+
         try:
             response = open_url(self.url + path, method="GET", timeout=self.timeout,
                                 headers={"Accept": "application/json"})
