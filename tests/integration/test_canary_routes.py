@@ -245,7 +245,10 @@ def test_a_gateway_canary_sets_the_httproute_weights_of_each_step(api_client, co
     for weight, canary_pods in ((25, 1), (50, 2)):
         during = [s for s in states if s["route"] and s["route"]["rules"][0]["backendRefs"][-1]["weight"] == weight
                   and len(s["route"]["rules"][0]["backendRefs"]) == 2]
-        assert during and all(s["canary"] == canary_pods and s["stable"] == 4 for s in during), during
+        # The route comes after its step's canary pods rolled out; the next step's pods come up before its route
+        # (capacity first), so the last states under a route may show them already.
+        assert during and during[0]["canary"] == canary_pods, during
+        assert all(s["canary"] in (canary_pods, canary_pods + 1) and s["stable"] == 4 for s in during), during
         assert all(s["services"] == {"stable": dict(selector, **{"pod-template-hash": old_hash}),
                                      "canary": dict(selector, **{"creativeflow.ai/track": "canary"})}
                    for s in during), during
@@ -286,7 +289,8 @@ def test_an_istio_canary_sets_the_virtualservice_weights_and_header_rule_of_each
     ], states
     for weight, canary_pods in ((25, 1), (50, 2)):
         during = [s for s in states if s["route"] == weighted(weight)]
-        assert during and all(s["canary"] == canary_pods and s["stable"] == 4 for s in during), during
+        assert during and during[0]["canary"] == canary_pods, during
+        assert all(s["canary"] in (canary_pods, canary_pods + 1) and s["stable"] == 4 for s in during), during
         assert all(s["subsets"] == [{"name": "stable", "labels": {"pod-template-hash": old_hash}},
                                     {"name": "canary", "labels": {"creativeflow.ai/track": "canary"}}]
                    for s in during), during
