@@ -3,7 +3,7 @@
 # per-version cache under ~/.cache (never into the repo). Idempotent: a binary
 # that is already cached is not rebuilt.
 #
-#   cluster/build.sh [all|kube|etcd|kwok|helm|pause|ollama]...
+#   cluster/build.sh [all|kube|etcd|kwok|helm|pause|ollama|crds]...
 #
 # `ollama` is not part of `all` (the cluster does not need it): the Ollama
 # server for the real node's LLM example, with cgo (llama.cpp/ggml for CPU).
@@ -200,6 +200,29 @@ build_ollama() {
   log "ollama ${OLLAMA_VERSION} built in $((SECONDS - started)) s: ${out}/ollama ($(du -h "${out}/ollama" | cut -f1))"
 }
 
+# The CRDs of the canary's route splits (issue 15), fetched as Go modules (nothing is built): Gateway API's
+# standard channel (sigs.k8s.io/gateway-api config/crd/standard) and Istio's (istio.io/api
+# kubernetes/customresourcedefinitions.gen.yaml), copied to ${BIN_DIR}/crds-<versions>/ and that path printed.
+# The tests install them in a test cluster; no data plane runs them here.
+build_crds() {
+  local out="${BIN_DIR}/crds-gateway-${GATEWAY_API_VERSION}-istio-${ISTIO_API_VERSION}"
+  if [[ ! -f "${out}/.complete" ]]; then
+    require_go
+    check_proxy "sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}"
+    local gateway istio
+    gateway=$(go mod download -json "sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    istio=$(go mod download -json "istio.io/api@${ISTIO_API_VERSION}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    rm -rf "${out}"
+    mkdir -p "${out}"
+    cp "${gateway}"/config/crd/standard/*.yaml "${out}/"
+    cp "${istio}/kubernetes/customresourcedefinitions.gen.yaml" "${out}/istio.yaml"
+    chmod u+w "${out}"/*.yaml
+    touch "${out}/.complete"
+    log "CRDs of Gateway API ${GATEWAY_API_VERSION} and Istio (istio.io/api ${ISTIO_API_VERSION}) in ${out}"
+  fi
+  echo "${out}"
+}
+
 targets=("$@")
 [[ ${#targets[@]} -eq 0 ]] && targets=(all)
 for t in "${targets[@]}"; do
@@ -211,6 +234,7 @@ for t in "${targets[@]}"; do
     kwok) build_kwok ;;
     helm) build_helm ;;
     ollama) build_ollama ;;
-    *) die "unknown build target '${t}': use all, kube, etcd, kwok, helm, pause or ollama" ;;
+    crds) build_crds ;;
+    *) die "unknown build target '${t}': use all, kube, etcd, kwok, helm, pause, ollama or crds" ;;
   esac
 done

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import IRIS_ROWS
-from serverproc import running
+from serverproc import metric, running
 
 
 def test_onnx_model(artifacts: Path, tmp_path: Path, iris_classifier: Any) -> None:
@@ -143,3 +143,36 @@ def test_failed_load_is_live_not_ready(artifacts: Path, tmp_path: Path, env: dic
         assert infer.status_code == 503 and expected in infer.json()["error"]
         assert client.post("/predict", json={"instances": [[1]]}).status_code == 503
         assert "custom_server_model_ready" in client.get("/metrics").text
+
+
+EXAMPLE_DOUBLER = Path(__file__).resolve().parents[1] / "examples" / "doubler" / "doubler.py"
+
+
+def _double(client: Any) -> int:
+    request = {"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2, 3.5]}]}
+    response = client.post("/v2/models/doubler/infer", json=request)
+    if response.status_code == 200:
+        assert response.json()["outputs"][0]["data"] == [2, 4, 7]
+    return response.status_code
+
+
+def test_example_doubler_fault_knob_fails_its_share_with_500(tmp_path: Path) -> None:
+    """The canary tests' faulty version: DOUBLER_ERROR_SHARE=0.2 fails every 5th inference with a 500 (a server
+    fault, which the canary analysis counts as an error), unset it fails none."""
+    env = {"MODEL_CLASS": f"{EXAMPLE_DOUBLER}:Doubler", "MODEL_NAME": "doubler", "DOUBLER_ERROR_SHARE": "0.2"}
+    with running(env, tmp_path / "server.log") as server, server.client() as client:
+        codes = [_double(client) for _ in range(20)]
+        assert [i for i, code in enumerate(codes, 1) if code != 200] == [5, 10, 15, 20], codes
+        assert set(codes) == {200, 500}
+        text = client.get("/metrics").text
+        assert metric(text, "custom_server_requests_total", endpoint="/v2/models/{model_name}/infer", code="500") == 4
+    plain = {key: value for key, value in env.items() if key != "DOUBLER_ERROR_SHARE"}
+    with running(plain, tmp_path / "plain.log") as server, server.client() as client:
+        assert [_double(client) for _ in range(10)] == [200] * 10
+
+
+def test_example_doubler_fault_knob_out_of_range_fails_the_load(tmp_path: Path) -> None:
+    env = {"MODEL_CLASS": f"{EXAMPLE_DOUBLER}:Doubler", "MODEL_NAME": "doubler", "DOUBLER_ERROR_SHARE": "20%"}
+    with running(env, tmp_path / "server.log", ready=False) as server:
+        entry = server.wait_for_log(lambda e: e.get("level") == "error")
+        assert "DOUBLER_ERROR_SHARE='20%' is not a number from 0 to 1" in entry["error"]

@@ -48,6 +48,8 @@ class Knob:
     default_from: Tuple[str, ...] = ()
     #: Values never printed (the registry credentials).
     no_log: bool = False
+    #: A str knob that may be empty (empty: not set, e.g. no Prometheus URL).
+    empty_ok: bool = False
 
     @property
     def variable(self) -> str:
@@ -127,6 +129,11 @@ KNOBS: Tuple[Knob, ...] = (
          "What a deploy of a model with strategy.canary does to the canary a run left - none runs or continues its "
          "steps, promote promotes it now (skipping the steps left), abort removes it and gives the stable version its "
          "replicas back. playbooks/canary.yml sets it.", choices=("none", "promote", "abort")),
+    Knob("canary_prometheus_url", "str", "",
+         "URL of the Prometheus that the canary analysis queries when strategy.canary.analysis.metrics is prometheus "
+         "(for example http://prometheus.monitoring:9090, reached from the controller); it must scrape the model's "
+         "pods with namespace and pod labels. Empty - such a canary is refused before anything is applied.",
+         empty_ok=True),
 )
 
 BY_NAME: Dict[str, Knob] = {knob.name: knob for knob in KNOBS}
@@ -184,7 +191,7 @@ def _coerce(knob: Knob, value: Any, where: str) -> Any:
             return False
         raise KnobError(bad(where, _describe(value), "true or false"))
     if knob.type == "str":
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not (value or knob.empty_ok):
             raise KnobError(bad(where, _describe(value), "a non-empty string"))
         if knob.choices and value not in knob.choices:
             raise KnobError(bad(where, _describe(value), "one of " + ", ".join(knob.choices)))

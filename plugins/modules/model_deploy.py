@@ -46,13 +46,15 @@ description:
   - An API server that does not answer is retried with backoff for up to O(api_retry_seconds); then the run fails
     naming the server, the step and whether a rollback is still owed. SIGINT or SIGTERM during the apply or the wait
     makes the run finish the rollback it owes (at most 120 seconds) before it stops, and say what it left.
-  - B(Canary) - a model with C(strategy.canary) (split C(replicas)) whose new version changes its pods runs the canary
-    instead of one rolling update - per step the Deployment C(<model>-canary) with the step's pods beside the stable
-    one (scaled through its scale subresource), each version's pods' metrics read through the API server's pod proxy
-    every C(analysis.interval) and judged, one line per check (RV(canary_checks)); a broken bound removes the canary,
-    gives the stable version its replicas back and fails; after the last step the stable Deployment takes the new
-    version and the canary goes, one pod at a time. A canary a run left is continued, replaced or removed; O(canary_action)
-    promotes or aborts it by hand (C(docs/deploy_model.md), Canary).
+  - B(Canary) - a model with C(strategy.canary) whose new version changes its pods runs the canary instead of one
+    rolling update - per step the Deployment C(<model>-canary) with the step's pods beside the stable one (split
+    C(replicas) scales the stable one through its scale subresource; splits C(gateway) and C(istio) keep it and apply
+    the step's HTTPRoute backend weights, or VirtualService weights with the A/B header rule), each version's pods'
+    metrics read through the API server's pod proxy every C(analysis.interval) and judged, one line per check
+    (RV(canary_checks)); a broken bound removes the canary (routes first), gives the stable version its replicas back
+    and fails; after the last step the stable Deployment takes the new version and the canary goes. A canary a run
+    left is continued, replaced or removed; O(canary_action) promotes or aborts it by hand (C(docs/deploy_model.md),
+    Canary).
   - Prints one line per step with its duration, and returns them in RV(steps).
   - The runtime roles' internal role C(_common) calls it once with O(phase=all) and O(stop_for_build=true); only
     when an image is to be built (RV(build_pending)) does it stop before the apply, and the role builds the image,
@@ -181,6 +183,13 @@ options:
     type: str
     choices: [none, promote, abort]
     default: none
+  canary_prometheus_url:
+    description:
+      - For a model with C(strategy.canary.analysis.metrics=prometheus) - the URL of the Prometheus the analysis
+        queries (one instant query per check of each version's pods' series, by their C(namespace) and C(pod)
+        labels), instead of reading the pods through the API server. Empty - such a canary is refused.
+    type: str
+    default: ""
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 attributes:

@@ -85,6 +85,10 @@ description:
     a deploy of a model with strategy.canary does to the canary a run left - V(none) runs or continues its steps,
     V(promote) promotes it now (skipping the steps left), V(abort) removes it and gives the stable version its
     replicas back. playbooks/canary.yml sets it.
+  - C(ai_serving_canary_prometheus_url) (str; inventory, C(-e); default V()) - URL of the Prometheus that the canary
+    analysis queries when strategy.canary.analysis.metrics is prometheus (for example
+    http://prometheus.monitoring:9090, reached from the controller); it must scrape the model's pods with namespace
+    and pod labels. Empty - such a canary is refused before anything is applied.
 options:
   runtime:
     description:

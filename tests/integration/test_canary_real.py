@@ -7,6 +7,9 @@ canary of split replicas, under a bounded load through its Service the whole tim
 - a version whose every inference fails (``model_class: functools:singledispatch``: the model "class" is a
   dispatcher to a string, so each call raises TypeError) is aborted at the first step: custom_server answers it with
   400, and the analysis fails a canary that refuses (4xx) what the stable version accepts;
+- a version that answers 20 % errors (the example model's test aid ``DOUBLER_ERROR_SHARE=0.2``: every 5th inference
+  raises, custom_server answers 500) is aborted at the first step, the stable version keeps serving, and the errors
+  the load saw are at most the first step's share of it (25 % of the pods x 20 %, with a margin);
 - a slow version (custom_server batching with a fixed 900 ms wait for more requests) is aborted by its p99.
 
 Skipped without the real node (AI_SERVING_REAL_NODE=0). Durations and counts are printed for the report.
@@ -110,6 +113,35 @@ def test_a_failing_canary_is_aborted_at_the_first_step(real: Dict[str, Any], kub
     # The canary had 1 pod of 4 until the abort: at most its share failed (with a margin for the random endpoints).
     assert len(load.failures) <= 0.25 * load.sent + 5, f"{line}: {load.failures[:10]}"
     # And the stable version answers after it.
+    with Load(proxy_for(api_client, real["namespace"], "custom_python"), "custom_python",
+              catalog()[MODEL]["smoke"], rate=8) as after:
+        time.sleep(5)
+    assert after.sent >= 20 and after.failures == [], after.failures[:5]
+
+
+#: The share of inferences the faulty version fails (the issue's "a version that answers 20% errors").
+ERROR_SHARE = 0.2
+
+
+def test_a_canary_answering_20_percent_errors_is_aborted_at_the_first_step(real: Dict[str, Any], kubeconfig: str,
+                                                                          api_client, apps_v1) -> None:
+    before = release(apps_v1, real["namespace"])
+    run, load, seconds = deploy_under_load(real, kubeconfig, api_client,
+                                           models("5", env={"DOUBLER_ERROR_SHARE": str(ERROR_SHARE)}))
+    line = load.report("a canary answering 20% errors, aborted")
+    assert run.returncode != 0, run.explain()
+    assert re.search(rf"The canary of {MODEL} was aborted at step 1: error ratio [\d.]+ \(\d+ of \d+ requests\) is "
+                     r"above the bound 0.05", run.output), run.explain()
+    assert release(apps_v1, real["namespace"]) == before
+    assert apps_v1.list_namespaced_deployment(real["namespace"], label_selector="creativeflow.ai/track=canary").items == []
+    # What clients saw: only the canary's injected faults (500, "model ... failed: RuntimeError"), and no more than
+    # its first step allows: 1 pod of 4 (25 %) failing 20 % of what it gets, over the whole load (the canary ran for
+    # part of it only), plus a margin for the random choice of endpoints.
+    allowed = STEPS[0]["weight"] / 100 * ERROR_SHARE * load.sent + 5
+    print(f"errors clients saw: {len(load.failures)} of {load.sent} requests (allowed {allowed:.1f}); deploy "
+          f"{seconds:.1f} s")
+    assert all("HTTP 500" in failure and "failed: RuntimeError" in failure for failure in load.failures), load.failures[:10]
+    assert len(load.failures) <= allowed, f"{line}: {load.failures[:10]}"
     with Load(proxy_for(api_client, real["namespace"], "custom_python"), "custom_python",
               catalog()[MODEL]["smoke"], rate=8) as after:
         time.sleep(5)

@@ -210,13 +210,16 @@ def plan_canary(canary: Canary, replicas: int, split: str, why: str = "", surge:
                    "while the canary's %d pod(s) go, one by one" % (before[1], replicas, before[0]))
         peak = max(peak, before[0] + before[1] + max(surge if before[1] else 0, 1))
     else:
-        promote = ("the stable Deployment takes the new version (rolling update of its %d pod(s)) while the canary "
-                   "serves its share, then every request goes to the stable Service and the canary's %d pod(s) go"
+        promote = ("every request goes to the model's Service (both versions' pods), the stable Deployment takes the "
+                   "new version (rolling update of its %d pod(s)), then the route and the canary's %d pod(s) go"
                    % (replicas, before[0]))
         peak = max(peak, before[0] + replicas + surge)
     if split == "replicas" and any(not step.exact for step in steps):
         warnings.append("the replica ratio of %d replica(s) cannot express every weight; more replicas, or split "
                         "gateway or istio (exact weights), follow the steps closer" % replicas)
+    if canary.bounds.min_requests == 0:
+        warnings.append("analysis.min_requests is 0: a step passes without any canary request (its pause is all "
+                        "it proves); set it above 0 wherever traffic reaches the model")
     if canary.gateway and split != "gateway":
         warnings.append("strategy.canary.gateway (%s) is not used: the split is %s" % (canary.gateway.get("name"), split))
     return CanaryPlan(split, why or "split " + split, replicas, steps, peak, promote, canary.header, warnings)

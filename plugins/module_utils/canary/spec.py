@@ -122,8 +122,10 @@ CANARY_SCHEMA: Dict[str, Any] = _object({
     "analysis": _object({
         "metrics": {"enum": list(METRIC_SOURCES), "default": DEFAULT_METRICS},
         "interval": _DURATION,
-        "min_requests": {"type": "integer", "minimum": 1, "default": DEFAULT_MIN_REQUESTS,
-                         "x-expected": "a count of canary requests of at least 1"},
+        # 0: no minimum, a step passes without a request (a cluster no request reaches, such as a test of the
+        # route objects); the plan warns.
+        "min_requests": {"type": "integer", "minimum": 0, "default": DEFAULT_MIN_REQUESTS,
+                         "x-expected": "a count of canary requests (0: none needed)"},
         "error_ratio": _object({"max": _RATIO, "max_increase": _RATIO}),
         "p99_latency": _object({
             "max": _LATENCY,

@@ -143,14 +143,7 @@ def http_route(service: Mapping[str, Any], weight: int, gateway: Optional[Mappin
     ``<model>-stable``; attached to ``gateway`` (name, namespace, section_name) or to the model's Service."""
     name, namespace, labels = _meta(service)
     port = http_port(service)
-    if gateway:
-        parent: Obj = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway["name"]}
-        if gateway.get("namespace"):
-            parent["namespace"] = gateway["namespace"]
-        if gateway.get("section_name"):
-            parent["sectionName"] = gateway["section_name"]
-    else:
-        parent = {"group": "", "kind": "Service", "name": name}
+    parent = _parent(service, gateway)
     backends = [{"group": "", "kind": "Service", "name": stable_name(name), "port": int(port["port"]),
                  "weight": 100 - int(weight)},
                 {"group": "", "kind": "Service", "name": canary_name(name), "port": int(port["port"]),
@@ -158,6 +151,17 @@ def http_route(service: Mapping[str, Any], weight: int, gateway: Optional[Mappin
     return {"apiVersion": GATEWAY_API_VERSION, "kind": "HTTPRoute",
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {"parentRefs": [parent], "rules": [{"backendRefs": backends}]}}
+
+
+def _parent(service: Mapping[str, Any], gateway: Optional[Mapping[str, str]]) -> Obj:
+    if not gateway:
+        return {"group": "", "kind": "Service", "name": service["metadata"]["name"]}
+    parent: Obj = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway["name"]}
+    if gateway.get("namespace"):
+        parent["namespace"] = gateway["namespace"]
+    if gateway.get("section_name"):
+        parent["sectionName"] = gateway["section_name"]
+    return parent
 
 
 def _host(service: Mapping[str, Any]) -> str:
@@ -195,6 +199,26 @@ def virtual_service(service: Mapping[str, Any], weight: int, header: Optional[Tu
     return {"apiVersion": api_version, "kind": "VirtualService",
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {"hosts": [host], "http": routes}}
+
+
+def promotion_route(split: str, service: Mapping[str, Any], gateway: Optional[Mapping[str, str]] = None,
+                    istio_version: str = "networking.istio.io/v1") -> Obj:
+    """The route while the stable Deployment takes the new version (gateway and istio splits): every request to the
+    model's Service, whose pods are both versions' (the ``<model>-stable`` Service and the ``stable`` subset select
+    the old pod-template-hash, which the rolling update replaces: they would run out of pods)."""
+    name, namespace, labels = _meta(service)
+    if split == "gateway":
+        port = http_port(service)
+        return {"apiVersion": GATEWAY_API_VERSION, "kind": "HTTPRoute",
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "spec": {"parentRefs": [_parent(service, gateway)], "rules": [{"backendRefs": [
+                    {"group": "", "kind": "Service", "name": name, "port": int(port["port"]), "weight": 100}]}]}}
+    if split == "istio":
+        host = _host(service)
+        return {"apiVersion": istio_version, "kind": "VirtualService",
+                "metadata": {"name": name, "namespace": namespace, "labels": labels},
+                "spec": {"hosts": [host], "http": [{"name": "promotion", "route": [{"destination": {"host": host}}]}]}}
+    raise ValueError("split %r has no route: expected gateway or istio" % split)
 
 
 def step_objects(split: str, deployment: Mapping[str, Any], service: Mapping[str, Any], weight: int,

@@ -51,6 +51,7 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.pla
     ISTIO_KINDS,
     ISTIO_VERSIONS,
     CanaryPlanError,
+    istio_api_version,
     plan_canary,
     resolve_split,
 )
@@ -335,7 +336,8 @@ class Engine:
         except CanaryPlanError as exc:
             raise DeployError("strategy.canary of {0}: {1}".format(name, exc)) from exc
         found["canary_plan"] = canary_plan.to_dict()
-        problem = progression.check_split(split, canary.metrics)
+        found["canary_istio_version"] = istio_api_version(served) if split == "istio" else None
+        problem = progression.check_split(split, canary.metrics, self.args.get("canary_prometheus_url") or "")
         if not self.check_mode and problem:
             raise DeployError("strategy.canary of {0}: {1}".format(name, problem), canary_plan=found["canary_plan"])
         if self.check_mode:
@@ -355,14 +357,17 @@ class Engine:
             return "skipped (no GPU requested)"
         strategy = dict(model.get("strategy") or {})
         canary_plan = found.get("canary_plan")
+        companions: List[str] = []
         if canary_plan:
             # The canary's pods run beside the stable ones: its peak must fit at once, as a surge of that many pods.
             strategy = {"type": ROLLING_UPDATE, "max_surge": int(canary_plan["extra_pods"]), "max_unavailable": 0}
+            # A canary a run left is continued or replaced within that peak: its pods are the model's, not others.
+            companions = plan.canary_companions(found["snapshot"])
         params = dict(GPU_CHECK_DEFAULTS, namespace=namespace, deployment=name, resource_name=gpu["resource"],
                       gpus_per_replica=int(gpu["count"]), replicas=int(found["replicas"]),
                       node_selector=found["node_selector"], tolerations=found["tolerations"],
                       strategy=strategy.get("type"), max_surge=strategy.get("max_surge"),
-                      max_unavailable=strategy.get("max_unavailable"))
+                      max_unavailable=strategy.get("max_unavailable"), companions=companions)
         try:
             result = CapacityCheck(params, self.client).run()
             if not result["fits"]:
@@ -383,7 +388,9 @@ class Engine:
                 "autoscaling.max_replicas of {n} is {m}, but only {f} replicas fit the GPU quota and nodes now: the "
                 "HorizontalPodAutoscaler will leave pods Pending above that.".format(
                     n=name, m=autoscaling.get("max_replicas"), f=fit_max))
-        counted = "with the canary's {0} more pod(s) at its peak: ".format(canary_plan["extra_pods"]) if canary_plan else ""
+        counted = "with the canary's {0} more pod(s) at its peak{1}: ".format(
+            canary_plan["extra_pods"], " (the pods of {0}, which a run left, counted in it)".format(
+                ", ".join(companions)) if companions else "") if canary_plan else ""
         return counted + str(result.get("msg") or "fits")
 
     def _render(self, found: Dict[str, Any]) -> None:

@@ -89,6 +89,12 @@ def current_replicas(snapshot: Mapping[str, Any]) -> Optional[int]:
     return None if replicas is None else int(replicas)
 
 
+def canary_companions(snapshot: Mapping[str, Any]) -> List[str]:
+    """The Deployments a canary left (``snapshot["canary_leftovers"]``) whose pods a canary deploy continues or
+    replaces: the GPU preflight counts them within the canary's peak, not as other pods beside it."""
+    return [str(item["name"]) for item in snapshot.get("canary_leftovers") or [] if item.get("kind") == "Deployment"]
+
+
 def config_configmap(name: str, configmap: str) -> bool:
     """Whether ``configmap`` is one of the model's configuration ConfigMaps (``<model>-config-<hash>``)."""
     return configmap.startswith(name + "-config-")

@@ -2,13 +2,17 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A canary's steps against the cluster (issue 15): the I/O around the pure modules of :mod:`..canary`.
 
-For each step of the plan (split ``replicas``): the canary Deployment ``<model>-canary`` is applied with the step's
-pods and waited for, then the stable Deployment is scaled to its share through the scale subresource (the canary
-first: capacity never drops), then every ``analysis.interval`` both versions' pods are scraped through the API
-server's pod proxy and the step judged (:func:`..canary.analysis.judge`, :func:`..canary.progress.decide`), one
-line per check. A failed step aborts: the canary's objects are deleted, the stable Deployment gets its replicas
-back, and the deploy fails with the verdict. After the last step the promotion: the stable Deployment takes the new
-version at its current size, then grows while the canary shrinks, one pod each way, and the canary goes.
+For each step of the plan: the canary Deployment ``<model>-canary`` is applied with the step's pods and waited for;
+then, with split ``replicas``, the stable Deployment is scaled to its share through the scale subresource (the canary
+first: capacity never drops); with split ``gateway`` or ``istio`` the stable version keeps its pods and the step's
+route is applied (the version Services and the ``HTTPRoute`` backend weights, or the ``DestinationRule`` subsets and
+the ``VirtualService`` weights with the A/B header rule). Then every ``analysis.interval`` both versions' pods are
+scraped through the API server's pod proxy and the step judged (:func:`..canary.analysis.judge`,
+:func:`..canary.progress.decide`), one line per check. A failed step aborts: the canary's objects are deleted (routes
+first), the stable Deployment gets its replicas back, and the deploy fails with the verdict. After the last step the
+promotion: split ``replicas``: the stable Deployment takes the new version at its current size, then grows while the
+canary shrinks, one pod each way, and the canary goes; the route splits: every request to the model's Service, the
+stable Deployment's rolling update, then the route, the version objects and the canary go.
 
 Interrupted (SIGINT/SIGTERM) during a step, the canary stays at that step; a later deploy of the same version
 continues from the step the cluster shows (:func:`..canary.state.resume_step`), one of another version removes it
@@ -20,10 +24,18 @@ from __future__ import annotations
 import copy
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+from urllib.error import HTTPError
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import ensure, manifests, runtimes, smoke
-from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary import analysis, progress, state, traffic
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary import (
+    analysis,
+    progress,
+    prometheus,
+    state,
+    traffic,
+)
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.exposition import ExpositionError, parse
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.plan import ISTIO_VERSIONS
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.spec import Canary, canary_of, format_seconds
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import DeployError
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.k8s_common import K8sAccessError
@@ -61,6 +73,9 @@ class Progression:
         if canary is None:  # called only for an entry with strategy.canary
             raise AssertionError("the entry has no strategy.canary")
         self.canary: Canary = canary
+        self.split: str = self.plan["split"]
+        #: The Istio networking version the cluster serves (v1, else v1beta1): the engine found it for the plan.
+        self.istio_version: str = found.get("canary_istio_version") or ISTIO_VERSIONS[0]
         self.replicas = int(self.plan["replicas"])
         self.deployment = next(o for o in found["objects"] if o["kind"] == "Deployment")
         self.service = next(o for o in found["objects"] if o["kind"] == "Service")
@@ -74,6 +89,10 @@ class Progression:
         self.sleep: Callable[[float], None] = time.sleep
         self.clock: Callable[[], float] = time.monotonic
         self.proxy: Callable[[int], Any] = lambda timeout: ServiceProxy(self.client.api_client, timeout)
+        #: With analysis.metrics prometheus: the Prometheus the figures are read from (None: the pods themselves).
+        url = str(engine.args.get("canary_prometheus_url") or "")
+        self.prometheus: Optional[Any] = (PrometheusApi(url, SCRAPE_TIMEOUT)
+                                          if canary.metrics == "prometheus" and url else None)
         self.stable_hash = ""
         self._simulated: Dict[str, bool] = {}
         self.checks: List[Dict[str, Any]] = []
@@ -142,7 +161,7 @@ class Progression:
                 self._remove_canary()
                 said.append("removed the canary of another version that a run left")
             elif live is not None:
-                found_step = state.resume_step(self.plan, live)
+                found_step = state.resume_step(self.plan, live, self._route_weight())
                 if found_step is None:
                     self._abort("the canary Deployment {0} a run left matches no step of this plan ({1} pods): "
                                 "changed by hand or by another catalog".format(
@@ -154,6 +173,17 @@ class Progression:
             record["msg"] = "; ".join(said + ["stable pods: pod-template-hash {0}; {1}".format(
                 self.stable_hash, self.plan["why"])])
         return first
+
+    def _route_weight(self) -> Optional[int]:
+        """The canary's weight in the live route (split gateway or istio), or None (none, or split replicas)."""
+        if self.split == "replicas":
+            return None
+        api_version, kind, name = traffic.removal_order(self.name, self.split, self.istio_version)[0]
+        try:
+            route = self.client.get_if_served(kind, name, self.namespace, api_version)[1]
+        except K8sAccessError as exc:
+            raise self.engine.unreachable(exc, "reading the canary's route") from exc
+        return state.route_weight(route, self.name)
 
     def _apply_configmaps(self) -> bool:
         """The new version's ConfigMaps (named by their content, so the stable pods keep theirs)."""
@@ -203,16 +233,27 @@ class Progression:
                 return
 
     def _scale_to(self, step: Mapping[str, Any], record: Dict[str, Any]) -> None:
-        """The canary at the step's pods (applied, waited for), then the stable version at its share."""
-        body = traffic.canary_deployment(self.deployment, int(step["canary_replicas"]))
+        """The canary at the step's pods (applied, waited for), then the stable version at its share (split
+        replicas) or the step's route (gateway, istio: the stable version keeps its pods)."""
+        objects = traffic.step_objects(self.split, self.deployment, self.service, int(step["weight"]),
+                                       int(step["canary_replicas"]), self.stable_hash, self.canary.header,
+                                       self.canary.gateway, self.istio_version)
         try:
-            self.client.apply(body, self.field_manager)
+            self.client.apply(objects[0], self.field_manager)
         except K8sAccessError as exc:
             raise self.engine.unreachable(exc, "applying the canary", applied=True) from exc
         rollout = self._wait(traffic.canary_name(self.name))
         if not rollout.get("complete"):
             self._abort("the canary did not roll out: {0}".format(rollout.get("msg")), record)
-        self._scale_stable(int(step["stable_replicas"]))
+        if self.split == "replicas":
+            self._scale_stable(int(step["stable_replicas"]))
+            return
+        try:
+            # The version Services (or subsets) before the route that names them.
+            for obj in objects[1:]:
+                self.client.apply(obj, self.field_manager)
+        except K8sAccessError as exc:
+            raise self.engine.unreachable(exc, "applying the canary's route", applied=True) from exc
 
     def _scale_stable(self, replicas: int) -> None:
         try:
@@ -252,6 +293,9 @@ class Progression:
         sender = self.proxy(SCRAPE_TIMEOUT)
         for track, names in state.version_pods(pods, self.stable_hash).items():
             figures[track] = {}
+            if self.prometheus is not None:
+                figures[track] = self._from_prometheus(names)
+                continue
             for pod in names:
                 if self._on_simulated_node(nodes.get(pod, "")):
                     self.unread.append("{0} (simulated node)".format(pod))
@@ -265,6 +309,30 @@ class Progression:
                     figures[track][pod] = analysis.read_counts(parse(body), self.metrics)
                 except ExpositionError as exc:
                     self.unread.append("{0} ({1})".format(pod, exc))
+        return figures
+
+    def _from_prometheus(self, pods: List[str]) -> Dict[str, analysis.Counts]:
+        """The pods' figures as the Prometheus has them now (one instant query); pods it has no series of yet (not
+        scraped since they started) are left out, named in ``self.unread``."""
+        if not pods or self.prometheus is None:
+            return {}
+        status, body, error = self.prometheus.get(
+            prometheus.query_path(prometheus.series_query(self.metrics, self.namespace, pods)))
+        where = "Prometheus at {0}".format(self.prometheus.url)
+        if status != 200:
+            self.unread.append("{0} ({1})".format(where, error or "HTTP {0}: {1}".format(status, body[:200])))
+            return {}
+        try:
+            by_pod = prometheus.samples_by_pod(body)
+        except prometheus.PrometheusError as exc:
+            self.unread.append("{0} ({1})".format(where, exc))
+            return {}
+        figures = {}
+        for pod in pods:
+            if pod in by_pod:
+                figures[pod] = analysis.read_counts(by_pod[pod], self.metrics)
+            else:
+                self.unread.append("{0} (no series in the Prometheus yet)".format(pod))
         return figures
 
     def _on_simulated_node(self, node: str) -> bool:
@@ -292,7 +360,7 @@ class Progression:
     def _remove_canary(self) -> List[str]:
         removed = []
         try:
-            for api_version, kind, name in traffic.removal_order(self.name, self.plan["split"]):
+            for api_version, kind, name in traffic.removal_order(self.name, self.split, self.istio_version):
                 if self.client.delete(api_version, kind, name, self.namespace):
                     removed.append("{0}/{1}".format(kind, name))
         except K8sAccessError as exc:
@@ -305,7 +373,8 @@ class Progression:
         self.engine.shielded = True
         try:
             removed = self._remove_canary()
-            self._scale_stable(self.replicas)
+            if self.split == "replicas":  # the route splits never scale the stable version
+                self._scale_stable(self.replicas)
             return removed, self._wait(self.name)
         finally:
             self.engine.shielded = False
@@ -327,7 +396,9 @@ class Progression:
 
     def _promote(self, step: Mapping[str, Any]) -> Dict[str, Any]:
         """The stable Deployment takes the new version at its current size, then grows to the replica count while
-        the canary shrinks, one pod each way; then the canary goes."""
+        the canary shrinks, one pod each way; then the canary goes. The route splits: :meth:`_promote_routed`."""
+        if self.split != "replicas":
+            return self._promote_routed(int(step["canary_replicas"]))
         stable, canary = int(step["stable_replicas"]), int(step["canary_replicas"])
         title = "Canary | Promote: the stable Deployment takes the new version at {0} pod(s), then grows to {1} while the " \
             "canary's {2} pod(s) go".format(stable, self.replicas, canary)
@@ -368,6 +439,31 @@ class Progression:
                 self.name, self.replicas, ", ".join(removed) or "nothing")
         return rollout
 
+    def _promote_routed(self, canary: int) -> Dict[str, Any]:
+        """Split gateway or istio: every request to the model's Service (both versions' pods: the stable Service and
+        subset select the old pod-template-hash, which the rolling update replaces), the stable Deployment's own
+        rolling update to the new version at the replica count, then the route, the version objects and the canary."""
+        title = "Canary | Promote: every request to the model's Service, the stable Deployment takes the new version " \
+            "({0} pod(s)), then the route and the canary's {1} pod(s) go".format(self.replicas, canary)
+        with self.engine.step(title) as record:
+            record["changed"] = True
+            try:
+                self.client.apply(traffic.promotion_route(self.split, self.service, self.canary.gateway,
+                                                          self.istio_version), self.field_manager)
+            except K8sAccessError as exc:
+                raise self.engine.unreachable(exc, "pointing the route at the model's Service", applied=True) from exc
+            promoted = dict(self.found, objects=copy.deepcopy(self.found["objects"]))
+            self.engine.apply_all(promoted, self.field_manager)
+            self.found["changed"] = promoted.get("changed")
+            self._remove_absent()
+            rollout = self._wait(self.name)
+            if not rollout.get("complete"):
+                self._failed_promotion(rollout.get("msg") or "the rollout failed", record)
+            removed = self._remove_canary()
+            record["msg"] = "{0} runs the new version with {1} pod(s); removed {2}".format(
+                self.name, self.replicas, ", ".join(removed) or "nothing")
+        return rollout
+
     def _remove_absent(self) -> None:
         """What the model no longer has (an HPA, a PDB switched off...); the canary's own objects go at the end."""
         canary = {(kind, name) for _api, kind, name in traffic.removal_order(self.name, "gateway") +
@@ -399,27 +495,53 @@ def leftovers(client: Any, name: str, namespace: str) -> List[Dict[str, str]]:
     if live is None or ((live.get("metadata") or {}).get("labels") or {}).get(traffic.TRACK_LABEL) != traffic.CANARY:
         return []
     found: List[Dict[str, str]] = []
-    for split in ("gateway", "istio"):
-        for api_version, kind, obj_name in traffic.removal_order(name, split)[:-1]:
-            if kind == "Service":
-                obj = client.get(kind, obj_name, namespace, api_version=api_version)
-            else:
-                obj = client.get_if_served(kind, obj_name, namespace, api_version)[1]
-            labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
-            if obj is not None and labels.get("app.kubernetes.io/managed-by") == manifests.MANAGED_BY:
-                found.append({"api_version": api_version, "kind": kind, "name": obj_name})
+    candidates = traffic.removal_order(name, "gateway")[:-1]
+    for version in ISTIO_VERSIONS:  # a cluster may serve Istio's v1beta1 only
+        candidates += traffic.removal_order(name, "istio", version)[:-1]
+    for api_version, kind, obj_name in candidates:
+        if any(item["kind"] == kind and item["name"] == obj_name for item in found):
+            continue
+        if kind == "Service":
+            obj = client.get(kind, obj_name, namespace, api_version=api_version)
+        else:
+            obj = client.get_if_served(kind, obj_name, namespace, api_version)[1]
+        labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+        if obj is not None and labels.get("app.kubernetes.io/managed-by") == manifests.MANAGED_BY:
+            found.append({"api_version": api_version, "kind": kind, "name": obj_name})
     return found + [{"api_version": "apps/v1", "kind": "Deployment", "name": traffic.canary_name(name)}]
 
 
-def check_split(split: str, metrics: str = "pods") -> Optional[str]:
-    """Why a real run cannot progress with ``split`` and ``analysis.metrics`` (only the replica ratio and the pods' own
-    metrics run yet), or None: a canary is never run otherwise than the catalog says."""
-    if split != "replicas":
-        return ("split {0}: this version runs the steps of split replicas only (the {0} objects are planned and "
-                "checked, the progression with them is to come); set strategy.canary.split: replicas to run the canary "
-                "by the replica ratio, or remove strategy.canary. Nothing was applied.".format(split))
-    if metrics != "pods":
-        return ("analysis.metrics {0}: this version reads the pods' own metrics only (there is no inventory setting "
-                "for a Prometheus URL yet); set strategy.canary.analysis.metrics: pods. Nothing was applied."
-                .format(metrics))
+def check_split(split: str, metrics: str = "pods", prometheus_url: str = "") -> Optional[str]:
+    """Why a real run cannot progress with ``split`` and ``analysis.metrics`` (``prometheus`` needs the inventory's
+    URL), or None: a canary is never run otherwise than the catalog says."""
+    if split not in ("replicas", "gateway", "istio"):
+        return "split {0}: expected replicas, gateway or istio. Nothing was applied.".format(split)
+    if metrics == "prometheus" and not prometheus_url:
+        return ("analysis.metrics prometheus needs the URL of the Prometheus to query: set "
+                "ai_serving_canary_prometheus_url in the inventory (or -e), for example "
+                "http://prometheus.monitoring:9090, or set strategy.canary.analysis.metrics: pods. Nothing was applied.")
+    if metrics not in ("pods", "prometheus"):
+        return "analysis.metrics {0}: expected pods or prometheus. Nothing was applied.".format(metrics)
     return None
+
+
+class PrometheusApi:
+    """GETs of the HTTP API of the Prometheus at ``url`` (``ai_serving_canary_prometheus_url``), from the controller."""
+
+    def __init__(self, url: str, timeout: int) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def get(self, path: str) -> Tuple[Optional[int], str, str]:
+        """(status, body text, error): status None when no HTTP answer came back."""
+        # Imported here: ansible.module_utils.urls loads cryptography, which a deploy without this canary never needs.
+        from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel
+
+        try:
+            response = open_url(self.url + path, method="GET", timeout=self.timeout,
+                                headers={"Accept": "application/json"})
+            return int(response.getcode()), response.read().decode("utf-8", "replace"), ""
+        except HTTPError as exc:
+            return int(exc.code), (exc.read() or b"").decode("utf-8", "replace"), ""
+        except Exception as exc:  # no answer: DNS, refused, timeout, TLS
+            return None, "", "{0}: {1}".format(type(exc).__name__, exc)

@@ -36,6 +36,7 @@ ARGUMENT_SPEC.update(
     lock_wait=dict(type="int", default=0),
     continue_forward=dict(type="bool", default=False),
     canary_action=dict(type="str", choices=["none", "promote", "abort"], default="none"),
+    canary_prometheus_url=dict(type="str", default=""),
 )
 
 

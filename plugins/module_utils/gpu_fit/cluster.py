@@ -9,6 +9,7 @@ package's ``__init__``: the pure logic needs no Kubernetes client.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -37,6 +38,7 @@ ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 DEFAULTS: Dict[str, Any] = {
     "resource_name": DEFAULT_RESOURCE, "gpus_per_replica": None, "replicas": None, "node_selector": None,
     "tolerations": None, "strategy": None, "max_surge": None, "max_unavailable": None, "deployment": None,
+    "companions": None,
 }
 
 
@@ -73,10 +75,28 @@ class CapacityCheck:
         deployment = self.reader.get("Deployment", name, namespace, api_version="apps/v1")
         if deployment is None:
             return None, []
+        return deployment, self._own_pods(deployment)
+
+    def _own_pods(self, deployment: Dict[str, Any]) -> List[Dict[str, Any]]:
+        namespace = self.params["namespace"]
         selector = label_selector_string((deployment.get("spec") or {}).get("selector"))
         replicasets = self.reader.list("ReplicaSet", "apps/v1", namespace, label_selector=selector)
         pods = self.reader.list("Pod", "v1", namespace, label_selector=selector)
-        return deployment, deployment_pods(deployment, replicasets, pods)
+        return deployment_pods(deployment, replicasets, pods)
+
+    def read_companions(self) -> Tuple[int, List[Dict[str, Any]]]:
+        """``companions``: other Deployments of the namespace whose pods are part of the ``replicas`` this rollout
+        brings (a canary a run left, continued or replaced by the deploy that checks): their spec replicas and their
+        own pods, counted as the current pods the rollout replaces rather than as other pods beside it."""
+        replicas, pods = 0, []
+        for name in self.params.get("companions") or []:
+            companion = self.reader.get("Deployment", name, self.params["namespace"], api_version="apps/v1")
+            if companion is None:
+                continue
+            spec_replicas = (companion.get("spec") or {}).get("replicas")
+            replicas += 1 if spec_replicas is None else int(spec_replicas)
+            pods += self._own_pods(companion)
+        return replicas, pods
 
     def strategy(self, deployment: Optional[Dict[str, Any]]) -> RolloutStrategy:
         current = RolloutStrategy.from_deployment(deployment) if deployment else RolloutStrategy()
@@ -141,6 +161,10 @@ class CapacityCheck:
         pods = self.reader.list("Pod", field_selector=ACTIVE_PODS)
         quotas = self.reader.list("ResourceQuota", namespace=request.namespace)
         start = CurrentDeployment.from_deployment(deployment, request.resource) if deployment is not None else None
+        if start is not None:
+            companion_replicas, companion_pods = self.read_companions()
+            current = current + companion_pods
+            start = dataclasses.replace(start, replicas=start.replicas + companion_replicas)
         result = check_fit(request, nodes, pods, quotas, current, start).to_dict()
         result["rollout"]["deployment_found"] = deployment is not None
         return result

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 
 import pytest
@@ -153,9 +154,9 @@ def test_gateway_plan_keeps_the_stable_version_whole():
     ]
     # promotion: the stable version rolls (4 + 1 surge) while the canary's 2 pods serve
     assert plan.peak_pods == 7
-    assert plan.promote == ("the stable Deployment takes the new version (rolling update of its 4 pod(s)) while the "
-                            "canary serves its share, then every request goes to the stable Service and the canary's "
-                            "2 pod(s) go")
+    assert plan.promote == ("every request goes to the model's Service (both versions' pods), the stable Deployment "
+                            "takes the new version (rolling update of its 4 pod(s)), then the route and the canary's 2 "
+                            "pod(s) go")
 
 
 def test_plan_lines_for_check_mode():
@@ -166,8 +167,8 @@ def test_plan_lines_for_check_mode():
         "A/B: requests with header x-canary: 1 always go to the canary",
         "step 1: 10% for 2m: canary 1 pod(s), stable 3 pod(s)",
         "step 2: 50% for 5m: canary 2 pod(s), stable 3 pod(s)",
-        "then promote: the stable Deployment takes the new version (rolling update of its 3 pod(s)) while the "
-        "canary serves its share, then every request goes to the stable Service and the canary's 2 pod(s) go",
+        "then promote: every request goes to the model's Service (both versions' pods), the stable Deployment takes "
+        "the new version (rolling update of its 3 pod(s)), then the route and the canary's 2 pod(s) go",
     ]
     lines = plan_canary(canary((10, 90)), 3, "replicas").lines()
     assert lines[1] == ("step 1: 10% asked, 33.3% expressed for 1m30s: canary 1 pod(s), stable 2 pod(s) - "
@@ -196,3 +197,14 @@ def test_a_gateway_parent_the_resolved_split_does_not_use_is_said():
     assert plan_canary(with_parent, 2, "replicas").warnings == [
         "strategy.canary.gateway (public) is not used: the split is replicas"]
     assert plan_canary(with_parent, 2, "gateway").warnings == []
+
+
+def test_a_canary_without_a_minimum_of_requests_is_warned_about():
+    """min_requests 0 (a cluster no request reaches, such as the kwok test of the route objects): a step passes on
+    its pause alone; the plan says so."""
+    spec = canary((10, 120))
+    spec = dataclasses.replace(spec, bounds=dataclasses.replace(spec.bounds, min_requests=0))
+    plan = plan_canary(spec, 4, "gateway")
+    assert plan.warnings == ["analysis.min_requests is 0: a step passes without any canary request (its pause is all "
+                             "it proves); set it above 0 wherever traffic reaches the model"]
+    assert not plan_canary(canary((10, 120)), 4, "gateway").warnings

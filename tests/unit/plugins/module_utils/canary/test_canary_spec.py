@@ -188,7 +188,7 @@ def test_gateway_parent_with_another_split():
                                 "a number above 0)"),
     ("p99_latency", {"max_factor": 0.5}, ".analysis.p99_latency.max_factor: 0.5 is not a factor of the stable "
                                          "version's p99 of at least 1 (1.5: 50% slower)"),
-    ("min_requests", 0, ".analysis.min_requests: 0 is not a count of canary requests of at least 1"),
+    ("min_requests", -1, ".analysis.min_requests: -1 is not a count of canary requests (0: none needed)"),
     ("interval", "soon", ".analysis.interval: 'soon' is not a duration such as 30s, 2m or 1h30m (or whole seconds)"),
     ("metrics", "datadog", ".analysis.metrics: 'datadog' is not one of ['pods', 'prometheus']"),
 ])

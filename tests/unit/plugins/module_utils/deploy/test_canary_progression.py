@@ -12,6 +12,7 @@ are TensorFlow Serving's (the fixture's model), read through a fake pod proxy.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -59,6 +60,7 @@ class CanaryApi(FakeApi):
         self.slow = False
         self.uids = 0
         self.fail_rollout: List[str] = []
+        self.applied: List[Dict[str, Any]] = []  # every object applied for real, in order
 
     def apply(self, obj: Dict[str, Any], field_manager: str, dry_run: bool = False):
         key = (obj["kind"], obj["metadata"]["name"])
@@ -72,6 +74,8 @@ class CanaryApi(FakeApi):
             kept = {k: v for k, v in (before["metadata"].get("annotations") or {}).items()
                     if k == last_good.ANNOTATION}
             obj["metadata"]["annotations"] = dict(kept, **(obj["metadata"].get("annotations") or {}))
+        if not dry_run:
+            self.applied.append(copy.deepcopy(obj))
         answer = super().apply(obj, field_manager, dry_run)
         if obj["kind"] == "Deployment" and not dry_run:
             stored = self.objects[key]
@@ -125,8 +129,12 @@ class CanaryApi(FakeApi):
             replicas = int(deployment["spec"]["replicas"])
             for index in range(replicas):
                 pod = "%s-%s-%d" % (name, digest, index)
-                self.objects[("Pod", pod)] = {"metadata": {"name": pod, "labels": labels},
-                                              "spec": {"nodeName": "node-1"},
+                # Owned by the ReplicaSet, with the template's containers (their GPUs): what the GPU check reads.
+                self.objects[("Pod", pod)] = {"metadata": {"name": pod, "labels": labels,
+                                                           "ownerReferences": [{"kind": "ReplicaSet",
+                                                                                "uid": "rs-" + digest}]},
+                                              "spec": {"nodeName": "node-1", "containers": copy.deepcopy(
+                                                  deployment["spec"]["template"]["spec"]["containers"])},
                                               "status": {"phase": "Running", "podIP": "10.0.0.%d" % index}}
             deployment["status"] = {"observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
                                     "updatedReplicas": replicas, "readyReplicas": replicas,
@@ -381,16 +389,162 @@ def test_a_plain_deploy_removes_what_a_canary_left(api: CanaryApi) -> None:
     assert ("Deployment", CANARY) not in api.objects
 
 
-def test_a_gateway_split_is_refused_before_anything_is_applied(api: CanaryApi, monkeypatch) -> None:
-    monkeypatch.setattr(CanaryApi, "get_if_served", lambda self, kind, name, namespace, api_version: (
-        (api_version, kind) == ("gateway.networking.k8s.io/v1", "HTTPRoute"), None))
+GATEWAY = ("gateway.networking.k8s.io/v1", "HTTPRoute")
+ISTIO = {("networking.istio.io/v1", "VirtualService"), ("networking.istio.io/v1", "DestinationRule")}
+
+
+def serve_kinds(monkeypatch, kinds) -> None:
+    """The API server serves these (apiVersion, kind) pairs (the CRDs are installed)."""
+    def get_if_served(self, kind, name, namespace, api_version):
+        if (api_version, kind) not in kinds:
+            return False, None
+        return True, self.get(kind, name, namespace, api_version)
+
+    monkeypatch.setattr(CanaryApi, "get_if_served", get_if_served)
+
+
+def routed(split: str, **canary: Any) -> Dict[str, Any]:
     entry = model()
-    entry["strategy"]["canary"]["split"] = "auto"
+    entry["strategy"]["canary"].update(split=split, **canary)
+    return entry
+
+
+def applied(api: CanaryApi, kind: str) -> List[Dict[str, Any]]:
+    return [o for o in api.applied if o["kind"] == kind]
+
+
+def backends(route: Dict[str, Any]) -> List[Tuple[str, int]]:
+    return [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]]
+
+
+def deletes(api: CanaryApi) -> List[str]:
+    return [call.split(" ", 1)[1] for call in api.calls if call.startswith("delete")]
+
+
+def test_a_gateway_canary_moves_the_httproute_weights_step_by_step_then_promotes(api: CanaryApi, monkeypatch) -> None:
+    serve_kinds(monkeypatch, {GATEWAY})
+    stable_hash = template_digest(api.objects[("Deployment", NAME)])[:10]
     api.calls.clear()
-    _engine, error = deploy_failing(api, entry)
-    assert str(error).startswith("strategy.canary of image-classifier: split gateway: this version runs the steps of "
-                                 "split replicas only")
-    assert not any(call.startswith(("apply", "scale")) for call in api.calls)
+    api.applied.clear()
+    engine = deploy(api, routed("auto"))
+    assert steps(engine) == [
+        "Canary | Start",
+        "Canary | Step 1: 25% for 1m (1 canary, 4 stable pod(s))",
+        "Canary | Step 2: 50% for 1m (2 canary, 4 stable pod(s))",
+        "Canary | Promote: every request to the model's Service, the stable Deployment takes the new version (4 "
+        "pod(s)), then the route and the canary's 2 pod(s) go"]
+    # Each step's route, exactly; then, for the stable version's rolling update, the model's Service alone.
+    routes = applied(api, "HTTPRoute")
+    assert [backends(r) for r in routes] == [[(NAME + "-stable", 75), (CANARY, 25)],
+                                             [(NAME + "-stable", 50), (CANARY, 50)], [(NAME, 100)]]
+    assert all(r["spec"]["parentRefs"] == [{"group": "", "kind": "Service", "name": NAME}] for r in routes)
+    services = {o["metadata"]["name"]: o["spec"]["selector"] for o in applied(api, "Service")
+                if o["metadata"]["name"] != NAME}
+    assert services[NAME + "-stable"]["pod-template-hash"] == stable_hash
+    assert services[CANARY][TRACK_LABEL] == "canary" and "pod-template-hash" not in services[CANARY]
+    # The canary's Deployment comes first at each step, the Services before the route that names them.
+    kinds = [o["kind"] for o in api.applied if o["kind"] in ("Deployment", "Service", "HTTPRoute")]
+    assert kinds[:8] == ["Deployment", "Service", "Service", "HTTPRoute", "Deployment", "Service", "Service",
+                         "HTTPRoute"]
+    # The stable version keeps its 4 pods during the steps (the route splits the requests, not the pods).
+    assert [name for name, _count in api.scaled if name == NAME] == []
+    # The route goes first, the canary's Deployment last.
+    assert deletes(api)[-4:] == ["HTTPRoute", "Service", "Service", "Deployment"]
+    for kind, name in [("HTTPRoute", NAME), ("Service", NAME + "-stable"), ("Service", CANARY),
+                       ("Deployment", CANARY)]:
+        assert (kind, name) not in api.objects
+    assert tag_of(api) == "1.5.0" and api.objects[("Deployment", NAME)]["spec"]["replicas"] == 4
+    # No data plane in the fake either: the share is the pods' (1 canary pod beside 4 stable ones).
+    step1 = next(s for s in engine.steps if s["name"].startswith("Canary | Step 1"))
+    assert "(share 20.0%)" in step1["msg"], step1["msg"]
+
+
+def test_a_gateway_canary_attaches_its_route_to_the_catalogs_gateway(api: CanaryApi, monkeypatch) -> None:
+    serve_kinds(monkeypatch, {GATEWAY})
+    deploy(api, routed("gateway", gateway={"name": "edge", "namespace": "infra", "section_name": "http"}))
+    parents = [r["spec"]["parentRefs"] for r in applied(api, "HTTPRoute")]
+    assert parents == [[{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge",
+                         "namespace": "infra", "sectionName": "http"}]] * 3
+
+
+def test_an_istio_canary_moves_the_virtualservice_weights_with_its_header_rule(api: CanaryApi, monkeypatch) -> None:
+    serve_kinds(monkeypatch, ISTIO)
+    stable_hash = template_digest(api.objects[("Deployment", NAME)])[:10]
+    api.calls.clear()
+    engine = deploy(api, routed("istio", header={"name": "x-canary", "value": "1"}))
+    assert steps(engine)[1:3] == ["Canary | Step 1: 25% for 1m (1 canary, 4 stable pod(s))",
+                                  "Canary | Step 2: 50% for 1m (2 canary, 4 stable pod(s))"]
+    host = "%s.%s.svc.cluster.local" % (NAME, NS)
+    services = applied(api, "VirtualService")
+    assert [vs["apiVersion"] for vs in services] == ["networking.istio.io/v1"] * 3
+    for vs, weight in zip(services, (25, 50)):
+        assert vs["spec"] == {"hosts": [host], "http": [
+            {"name": "ab-canary", "match": [{"headers": {"x-canary": {"exact": "1"}}}],
+             "route": [{"destination": {"host": host, "subset": "canary"}}]},
+            {"name": "weighted", "route": [{"destination": {"host": host, "subset": "stable"}, "weight": 100 - weight},
+                                           {"destination": {"host": host, "subset": "canary"}, "weight": weight}]}]}
+    assert services[2]["spec"] == {"hosts": [host], "http": [{"name": "promotion",
+                                                              "route": [{"destination": {"host": host}}]}]}
+    rules = applied(api, "DestinationRule")
+    assert len(rules) == 2 and rules[0]["spec"] == {"host": host, "subsets": [
+        {"name": "stable", "labels": {"pod-template-hash": stable_hash}},
+        {"name": "canary", "labels": {TRACK_LABEL: "canary"}}]}
+    assert deletes(api)[-3:] == ["VirtualService", "DestinationRule", "Deployment"]
+    assert ("VirtualService", NAME) not in api.objects and ("DestinationRule", NAME) not in api.objects
+    assert tag_of(api) == "1.5.0" and [name for name, _count in api.scaled if name == NAME] == []
+
+
+def test_a_gateway_canary_with_errors_is_aborted_its_route_removed_first(api: CanaryApi, monkeypatch) -> None:
+    serve_kinds(monkeypatch, {GATEWAY})
+    api.bad_ratio = 0.2
+    api.calls.clear()
+    _engine, error = deploy_failing(api, routed("gateway"))
+    assert str(error).startswith(
+        "The canary of image-classifier was aborted at step 1: error ratio 0.200 (40 of 200 requests) is above the "
+        "bound 0.05. Removed HTTPRoute/image-classifier, Service/image-classifier-stable, "
+        "Service/image-classifier-canary, Deployment/image-classifier-canary; the stable version is back at 4 "
+        "available pod(s)"), str(error)
+    assert deletes(api) == ["HTTPRoute", "Service", "Service", "Deployment"]
+    assert tag_of(api) == "1.4.0" and ("HTTPRoute", NAME) not in api.objects
+    assert api.scaled == []  # the stable version kept its pods: nothing to give back
+
+
+def test_an_interrupted_gateway_canary_continues_from_the_step_its_route_shows(api: CanaryApi, monkeypatch) -> None:
+    serve_kinds(monkeypatch, {GATEWAY})
+    sleep = api.clock.sleep  # type: ignore[attr-defined]
+    calls = {"n": 0}
+
+    def interrupting(seconds: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:  # in step 2
+            raise Interrupted("SIGINT")
+        sleep(seconds)
+
+    monkeypatch.setattr(api.clock, "sleep", interrupting)  # type: ignore[attr-defined]
+    deploy_failing(api, routed("gateway"))
+    monkeypatch.setattr(api.clock, "sleep", sleep)  # type: ignore[attr-defined]
+    assert backends(api.objects[("HTTPRoute", NAME)]) == [(NAME + "-stable", 50), (CANARY, 50)]
+    engine = deploy(api, routed("gateway"))
+    start = next(s for s in engine.steps if s["name"] == "Canary | Start")
+    assert start["msg"].startswith("continues from step 2, where an interrupted run left the canary")
+    assert steps(engine)[1] == "Canary | Step 2: 50% for 1m (2 canary, 4 stable pod(s))"
+    assert tag_of(api) == "1.5.0" and ("HTTPRoute", NAME) not in api.objects
+
+
+def test_a_gateway_canary_whose_route_matches_no_step_is_aborted(api: CanaryApi, monkeypatch) -> None:
+    serve_kinds(monkeypatch, {GATEWAY})
+    sleep = api.clock.sleep  # type: ignore[attr-defined]
+
+    def interrupting(seconds: float) -> None:
+        raise Interrupted("SIGINT")
+
+    monkeypatch.setattr(api.clock, "sleep", interrupting)  # type: ignore[attr-defined]
+    deploy_failing(api, routed("gateway"))
+    monkeypatch.setattr(api.clock, "sleep", sleep)  # type: ignore[attr-defined]
+    api.objects[("HTTPRoute", NAME)]["spec"]["rules"][0]["backendRefs"][1]["weight"] = 30  # edited by hand
+    _engine, error = deploy_failing(api, routed("gateway"))
+    assert "matches no step of this plan" in str(error) and "Removed HTTPRoute/image-classifier" in str(error)
+    assert tag_of(api) == "1.4.0" and ("Deployment", CANARY) not in api.objects
 
 
 def test_the_promotion_failing_rolls_back_to_the_last_good_version(api: CanaryApi) -> None:
@@ -428,6 +582,50 @@ def interrupted_at_step_2(api: CanaryApi, monkeypatch) -> None:
     deploy_failing(api, model())
     monkeypatch.setattr(api.clock, "sleep", sleep)  # type: ignore[attr-defined]
     assert api.objects[("Deployment", CANARY)]["spec"]["replicas"] == 2
+
+
+def gpu_node(gpus: int) -> Dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1", "labels": {}}, "spec": {},
+            "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "nvidia.com/gpu": str(gpus)},
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def test_the_gpu_preflight_counts_a_resumed_canarys_pods_once(api: CanaryApi, monkeypatch) -> None:
+    """A rerun that continues a canary: its running pods are within the canary's peak (4 replicas + 1), not other
+    pods beside it. The node has room for exactly that peak: 5 GPUs, the model's pods take 1 each."""
+    api.objects[("Node", "node-1")] = gpu_node(5)
+    original = Engine.__init__
+
+    def with_gpu_preflight(self, arguments, *rest, **kwargs):
+        original(self, dict(arguments, gpu_preflight=True), *rest, **kwargs)
+
+    monkeypatch.setattr(Engine, "__init__", with_gpu_preflight)
+    interrupted_at_step_2(api, monkeypatch)  # the first run's preflight fitted: 4 stable pods, peak 5
+    used = sum(1 for key in api.objects if key[0] == "Pod")
+    assert used == 4  # 2 canary + 2 stable pods, 1 GPU each: 1 free
+    engine = deploy(api, model())
+    gpu = next(s for s in engine.steps if s["name"] == "Preflight | GPU capacity")
+    assert gpu["msg"].startswith("with the canary's 1 more pod(s) at its peak (the pods of image-classifier-canary, "
+                                 "which a run left, counted in it): "), gpu["msg"]
+    assert steps(engine)[1] == "Canary | Step 2: 50% for 1m (2 canary, 2 stable pod(s))"
+    assert tag_of(api) == "1.5.0" and ("Deployment", CANARY) not in api.objects
+
+
+def test_the_gpu_preflight_still_refuses_what_does_not_fit_beside_a_resumed_canary(api: CanaryApi,
+                                                                                   monkeypatch) -> None:
+    api.objects[("Node", "node-1")] = gpu_node(5)
+    original = Engine.__init__
+
+    def with_gpu_preflight(self, arguments, *rest, **kwargs):
+        original(self, dict(arguments, gpu_preflight=True), *rest, **kwargs)
+
+    monkeypatch.setattr(Engine, "__init__", with_gpu_preflight)
+    interrupted_at_step_2(api, monkeypatch)
+    api.objects[("Node", "node-1")] = gpu_node(4)  # a GPU went: the peak of 5 no longer fits
+    api.calls.clear()
+    _engine, error = deploy_failing(api, model())
+    assert str(error).startswith("GPU preflight for image-classifier in namespace ai-serving: "), str(error)
+    assert not any(call.startswith(("apply", "scale")) for call in api.calls)
 
 
 def test_canary_action_abort_removes_the_canary_and_restores_the_stable_replicas(api: CanaryApi, monkeypatch) -> None:
@@ -477,9 +675,94 @@ def test_every_check_is_kept_for_the_result(api: CanaryApi) -> None:
     assert engine.canary_checks[2]["canary_share"] == 25.0
 
 
-def test_analysis_by_prometheus_is_refused_before_anything_is_applied(api: CanaryApi) -> None:
+def test_analysis_by_prometheus_without_its_url_is_refused_before_anything_is_applied(api: CanaryApi) -> None:
     api.calls.clear()
     _engine, error = deploy_failing(api, model(metrics="prometheus"))
-    assert str(error).startswith("strategy.canary of image-classifier: analysis.metrics prometheus: this version reads "
-                                 "the pods' own metrics only")
+    assert str(error).startswith("strategy.canary of image-classifier: analysis.metrics prometheus needs the URL of the "
+                                 "Prometheus to query: set ai_serving_canary_prometheus_url in the inventory")
     assert not any(call.startswith(("apply", "scale")) for call in api.calls)
+
+
+class FakePrometheus:
+    """The HTTP API of a Prometheus that scraped the fake API's pods just now: instant queries of series by name,
+    namespace and pod (the pods' exposition, with the ``namespace`` and ``pod`` labels discovery adds)."""
+
+    api: Optional[CanaryApi] = None
+    queries: List[str] = []
+    down = False
+
+    def __init__(self, url: str, timeout: int) -> None:
+        self.url = url
+
+    def get(self, path: str) -> Tuple[Optional[int], str, str]:
+        from urllib.parse import parse_qs, urlsplit
+
+        from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.exposition import parse
+
+        if self.down or self.api is None:
+            return None, "", "URLError: <urlopen error [Errno 111] Connection refused>"
+        parts = urlsplit(path)
+        assert parts.path == "/api/v1/query", path
+        query = parse_qs(parts.query)["query"][0]
+        FakePrometheus.queries.append(query)
+        found = re.fullmatch(r'\{__name__=~"(.*)",namespace="(.*)",pod=~"(.*)"\}', query)
+        assert found, query
+        names, pods = [re.compile(p.replace("\\\\", "\\")) for p in (found.group(1), found.group(3))]
+        result = []
+        for (kind, pod), _obj in self.api.objects.items():
+            if kind != "Pod" or not pods.fullmatch(pod):
+                continue
+            for sample in parse(self.api.metrics(pod)):
+                if names.fullmatch(sample.name):
+                    labels = dict(sample.labels, __name__=sample.name, namespace=found.group(2), pod=pod)
+                    result.append({"metric": labels, "value": [1000.0, repr(sample.value)]})
+        return 200, json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}), ""
+
+
+def deploy_with_prometheus(api: CanaryApi, monkeypatch, entry: Dict[str, Any]) -> Tuple[Engine, Optional[DeployError]]:
+    monkeypatch.setattr(progression, "PrometheusApi", FakePrometheus)
+    FakePrometheus.api, FakePrometheus.queries = api, []
+    engine = Engine(dict(args(model=entry), canary_prometheus_url="http://prometheus.monitoring:9090"), lambda: api)
+    engine.notify = lambda line: None
+    try:
+        found = engine.preflight()
+        engine.apply(found)
+        return engine, None
+    except DeployError as exc:
+        return engine, exc
+    finally:
+        engine.release()
+
+
+def test_a_canary_analysed_by_prometheus_reads_the_pods_series_there_and_is_promoted(api: CanaryApi,
+                                                                                     monkeypatch) -> None:
+    engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
+    assert error is None, error
+    step1 = next(s for s in engine.steps if s["name"].startswith("Canary | Step 1"))
+    assert step1["msg"] == ("step 1 (25%): canary 600 requests, error ratio 0.000, p99 9.9ms (share 25.0%); stable "
+                            "1800 requests, error ratio 0.000, p99 9.9ms: pass")
+    assert tag_of(api) == "1.5.0"
+    # One query per version per read, by the pods' names: never a scrape through the pod proxy.
+    assert FakePrometheus.queries[0].startswith('{__name__=~":tensorflow:serving:request_count|')
+    assert ',namespace="ai-serving",pod=~"' in FakePrometheus.queries[0]
+
+
+def test_a_canary_analysed_by_prometheus_with_errors_is_aborted(api: CanaryApi, monkeypatch) -> None:
+    api.bad_ratio = 0.2
+    _engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
+    assert error is not None and str(error).startswith(
+        "The canary of image-classifier was aborted at step 1: error ratio 0.200 (40 of 200 requests) is above the "
+        "bound 0.05."), error
+    assert tag_of(api) == "1.4.0"
+
+
+def test_a_prometheus_that_does_not_answer_leaves_the_canary_without_figures(api: CanaryApi, monkeypatch) -> None:
+    FakePrometheus.down = True
+    try:
+        _engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
+    finally:
+        FakePrometheus.down = False
+    assert error is not None and "aborted at step 1: not enough canary requests" in str(error), error
+    assert ("metrics not read: Prometheus at http://prometheus.monitoring:9090 (URLError: <urlopen error [Errno 111] "
+            "Connection refused>)") in str(error)
+    assert tag_of(api) == "1.4.0"

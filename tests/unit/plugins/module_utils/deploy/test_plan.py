@@ -58,6 +58,15 @@ def test_absent_objects_end_with_what_a_canary_left() -> None:
         {"api_version": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "m"}] + leftovers
 
 
+def test_a_canarys_companions_are_the_deployments_it_left() -> None:
+    """The GPU preflight counts these Deployments' pods within the canary's peak (routes and Services have none)."""
+    leftovers = [{"api_version": "v1", "kind": "Service", "name": "m-stable"},
+                 {"api_version": "apps/v1", "kind": "Deployment", "name": "m-canary"}]
+    assert plan.canary_companions({"canary_leftovers": leftovers}) == ["m-canary"]
+    assert plan.canary_companions({"canary_leftovers": []}) == []
+    assert plan.canary_companions({}) == []
+
+
 def test_restore_keeps_only_what_an_apply_owns() -> None:
     service = obj("Service", spec={"type": "ClusterIP", "clusterIP": "10.0.0.9", "selector": {"a": "b"},
                                    "ports": [{"port": 80}]})
