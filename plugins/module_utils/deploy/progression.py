@@ -408,13 +408,7 @@ class Progression:
             for obj in objects:
                 if obj["kind"] == "Deployment":
                     obj["spec"]["replicas"] = stable
-            promoted = dict(self.found, objects=objects)
-            self.engine.apply_all(promoted, self.field_manager)
-            self.found["changed"] = promoted.get("changed")
-            self._remove_absent()
-            rollout = self._wait(self.name)
-            if not rollout.get("complete"):
-                self._failed_promotion(rollout.get("msg") or "the rollout failed", record)
+            rollout = self._apply_promoted(objects, record)
             for stable_pods, canary_pods in progress.promotion_moves(stable, canary, self.replicas):
                 if stable_pods != stable:
                     stable = stable_pods
@@ -439,6 +433,17 @@ class Progression:
                 self.name, self.replicas, ", ".join(removed) or "nothing")
         return rollout
 
+    def _apply_promoted(self, objects: List[Dict[str, Any]], record: Dict[str, Any]) -> Dict[str, Any]:
+        """The model's objects as promoted applied, what it no longer has removed, the stable rollout waited for."""
+        promoted = dict(self.found, objects=objects)
+        self.engine.apply_all(promoted, self.field_manager)
+        self.found["changed"] = promoted.get("changed")
+        self._remove_absent()
+        rollout = self._wait(self.name)
+        if not rollout.get("complete"):
+            self._failed_promotion(rollout.get("msg") or "the rollout failed", record)
+        return rollout
+
     def _promote_routed(self, canary: int) -> Dict[str, Any]:
         """Split gateway or istio: every request to the model's Service (both versions' pods: the stable Service and
         subset select the old pod-template-hash, which the rolling update replaces), the stable Deployment's own
@@ -452,13 +457,7 @@ class Progression:
                                                           self.istio_version), self.field_manager)
             except K8sAccessError as exc:
                 raise self.engine.unreachable(exc, "pointing the route at the model's Service", applied=True) from exc
-            promoted = dict(self.found, objects=copy.deepcopy(self.found["objects"]))
-            self.engine.apply_all(promoted, self.field_manager)
-            self.found["changed"] = promoted.get("changed")
-            self._remove_absent()
-            rollout = self._wait(self.name)
-            if not rollout.get("complete"):
-                self._failed_promotion(rollout.get("msg") or "the rollout failed", record)
+            rollout = self._apply_promoted(copy.deepcopy(self.found["objects"]), record)
             removed = self._remove_canary()
             record["msg"] = "{0} runs the new version with {1} pod(s); removed {2}".format(
                 self.name, self.replicas, ", ".join(removed) or "nothing")
