@@ -37,14 +37,19 @@ trap 'rm -rf "${context}"' EXIT
 # One RUN, so the vfs storage copies the 4 GB tree once. The CUDA libraries that nothing links (cuDNN's engines,
 # cusolverMg, the alternative nvrtc, the profiler's: 0.7 GB) are removed: CUDA code dlopens them, and on CPU nothing
 # does. The import check fails the build where vLLM would not start: its CPU platform must be the one detected,
-# with torch loading the CUDA libraries it links (and never uses).
+# with torch loading the CUDA libraries it links (and never uses); vLLM's kernels (_C*.so) must find their shared
+# libraries (libnuma from Debian; torch's own are loaded by then): vLLM only warns when they do not, and its
+# engine then fails to start.
 cat >"${context}/Containerfile" <<EOF
 FROM ${base}
 ENV PATH=/opt/vllm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     HF_HUB_OFFLINE=1 \\
     VLLM_NO_USAGE_STATS=1 \\
     DO_NOT_TRACK=1
-RUN python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \\
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libnuma1 \\
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \\
+ && python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \\
       -r /wheels/requirements.txt -d /wheels \\
  && python3 -m venv /opt/vllm \\
  && /opt/vllm/bin/pip install --quiet --disable-pip-version-check --no-index --no-deps --find-links /wheels \\
@@ -56,6 +61,8 @@ RUN python3 -m pip download --quiet --disable-pip-version-check --no-deps --only
       cudnn/lib/libcudnn_ops.so.9 cu13/lib/libcusolverMg.so.12 cu13/lib/libnvrtc.alt.so.13 \\
       cu13/lib/libnvrtc-builtins.alt.so.13.0 cu13/lib/libnvperf_host.so cu13/lib/libnvperf_target.so \\
  && cd / \\
+ && if ldd /opt/vllm/lib/python3.11/site-packages/vllm/*.so | grep 'not found' | grep -vE 'lib(c10|torch[a-z_]*)\\.so'; then \\
+      echo 'vllm: shared libraries missing in the image' >&2; exit 1; fi \\
  && HOME=/tmp /opt/vllm/bin/python -c 'import torch, vllm.platforms as p; assert p.current_platform.is_cpu(), p.current_platform; print("torch", torch.__version__, "vllm platform", p.current_platform.device_type)' \\
  && HOME=/tmp PYTHONDONTWRITEBYTECODE=1 /opt/vllm/bin/python /fixture/make_tiny_llama.py /models/tiny-llama \\
  && chmod -R a+rX /models \\
