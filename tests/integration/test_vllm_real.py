@@ -5,7 +5,8 @@ No mocks, nothing downloaded from a hub:
   libraries and never uses them), every wheel pinned in tests/fixtures/models/vllm/requirements.txt, installed on the
   Debian base image by hack/vllm_image.sh, which also makes the tiny model in the build (a 2-layer llama with random
   weights and a byte-level BPE tokenizer trained on a few lines, tests/fixtures/models/vllm/make_tiny_llama.py);
-- the local catalog's tiny-vllm-cpu deploys it through roles/vllm's Dockerfile: Ready on the real node, its smoke check
+- that image is pushed to the cluster's registry as it is, and the local catalog's tiny-vllm-cpu deploys it (no build
+  by the deploy: see the catalog entry): Ready on the real node, its smoke check
   a real completion; the test asks for completions through the Service (the API server's service proxy), reads
   /health, /v1/models and /metrics, and checks the series the canary analysis reads are the server's own;
 - a second deploy changes nothing; undeploy leaves no object and no container of the model.
@@ -81,6 +82,12 @@ def build_env(kubeconfig: str) -> Dict[str, str]:
     started = time.monotonic()
     sh(REPO_ROOT / "hack" / "vllm_image.sh", env=env, timeout=BUILD_TIMEOUT)
     print(f"\nhack/vllm_image.sh took {time.monotonic() - started:.0f} s")
+    # The catalog's image is that one, pushed as it is (no build FROM it: see the catalog entry).
+    entry = catalog()[MODEL]["image"]
+    started = time.monotonic()
+    sh("podman", "push", "--quiet", "--tls-verify=false", f"localhost/ai-serving/vllm-cpu-base:{pinned_vllm()}",
+       f"docker://{entry['repository']}:{entry['tag']}", env=env, timeout=1200)
+    figure("push of the image to the local registry", f"{time.monotonic() - started:.0f} s")
     return env
 
 
@@ -100,7 +107,7 @@ def deploy(kubeconfig: str, namespace: str, env: Dict[str, str], playbook: str =
 def deployed(kubeconfig: str, namespace: str, build_env: Dict[str, str]) -> Run:
     started = time.monotonic()
     run = deploy(kubeconfig, namespace, build_env)
-    figure("deploy_model.yml (image build, push and the node's pull the first time)", f"{time.monotonic() - started:.0f} s")
+    figure("deploy_model.yml (the node's pull of the image the first time)", f"{time.monotonic() - started:.0f} s")
     return run
 
 
@@ -218,7 +225,6 @@ def test_a_second_deploy_changes_nothing(deployed: Run, kubeconfig: str, namespa
     again = deploy(kubeconfig, namespace, build_env, timeout=900)
     assert again.returncode == 0, again.explain()
     assert again.recap["changed"] == 0, again.explain()
-    assert "is in the registry already: nothing to build" in again.output, again.explain()
     assert server_pod(core_v1, namespace).metadata.name == before
     figure("second deploy_model.yml (nothing to do)", f"{time.monotonic() - started:.0f} s")
 
