@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import smoke as _smoke
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.quantity import QuantityError, parse_quantity
 
 Knobs = Mapping[str, Any]
 Model = Mapping[str, Any]
@@ -865,7 +866,46 @@ def _vllm_args(model: Model, knobs: Knobs) -> List[str]:
                       ("dtype", "--dtype")):
         if key in section:
             args.append("%s=%s" % (flag, section[key]))
+    if "kv_cache_memory" in section:
+        # vLLM takes bytes (or its own 1M/1G notation): the catalog's Kubernetes quantity, converted.
+        args.append("--kv-cache-memory-bytes=%d" % int(parse_quantity(section["kv_cache_memory"])))
     return args + list(section.get("extra_args") or [])
+
+
+def _vllm_rules(entry: Mapping[str, Any]) -> List[Tuple[Tuple[Any, ...], str]]:
+    """vLLM on CPU: the KV cache must be sized, and fit the pod's memory limit.
+
+    Without a size, vLLM's CPU worker takes gpu_memory_utilization (0.9 by default) of the memory of the node
+    (its NUMA node, read from the host, not the cgroup): the worker fails at startup or the pod is OOM-killed.
+    """
+    section = _section(entry, "vllm")
+    gpu = entry.get("gpu") or {}
+    if not isinstance(section, Mapping) or not isinstance(gpu, Mapping) or gpu.get("count", 0) != 0:
+        return []
+    extra = section.get("extra_args") or []
+    by_flag = isinstance(extra, list) and any(str(arg).split("=", 1)[0] == "--kv-cache-memory-bytes" for arg in extra)
+    size = section.get("kv_cache_memory")
+    if size is None:
+        if by_flag:
+            return []
+        return [(("vllm", "kv_cache_memory"),
+                 "is not set and gpu.count is 0: vLLM on CPU would size its KV cache as gpu_memory_utilization "
+                 "(0.9 by default) of the node's memory, not of the pod's limit, and fail or be OOM-killed; set "
+                 "kv_cache_memory (such as 256Mi) below resources.limits.memory")]
+    limit = ((entry.get("resources") or {}).get("limits") or {}).get("memory")
+    try:
+        kv, most = parse_quantity(size), parse_quantity(limit) if limit is not None else None
+    except QuantityError:
+        return []  # the schema reports what is not a quantity
+    if kv < 1024 * 1024:
+        return [(("vllm", "kv_cache_memory"), "%s is less than 1Mi: vLLM needs room for at least one block of "
+                                              "tokens; give it a size such as 64Mi" % size)]
+    if most is not None and kv >= most:
+        return [(("vllm", "kv_cache_memory"),
+                 "%s is not below resources.limits.memory (%s), and the server itself needs memory beside its KV "
+                 "cache (about 2 GiB for vLLM's three processes on CPU): raise the limit or shrink the cache"
+                 % (size, limit))]
+    return []
 
 
 # vLLM's API server: HTTP answers by status class (prometheus-fastapi-instrumentator, "2xx"...) and its own
@@ -898,6 +938,7 @@ VLLM = Runtime(
     writable=lambda knobs: [Writable("/tmp"), Writable("/dev/shm", "Memory", str(knobs["shm_size"]))],
     model_mount_path=lambda knobs: knobs["model_dir"],
     gpus_on_one_node="vLLM runs the GPUs of a replica as one tensor-parallel group (--tensor-parallel-size = gpu.count)",
+    section_rules=_vllm_rules,
     knobs={"port": 8000, "model_dir": "/models", "shm_size": "2Gi", "run_as_user": 1000,
            "base_image": "vllm/vllm-openai:v0.6.6",
            "probes": _probe_timing((10, 5, 180), (10, 5, 3), (20, 5, 3))},
@@ -908,6 +949,9 @@ VLLM = Runtime(
         "gpu_memory_utilization": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
                                    "x-expected": "a fraction of each GPU's memory, above 0 and at most 1"},
         "dtype": {"enum": _VLLM_DTYPES},
+        # --kv-cache-memory-bytes: required on CPU (gpu.count 0), where vLLM would otherwise size it from the node.
+        "kv_cache_memory": schema_string(r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+                                         "a memory size (a Kubernetes quantity) such as 256Mi or 2Gi"),
         "extra_args": EXTRA_ARGS,
     }),
 )

@@ -624,7 +624,8 @@ def test_unknown_model_lists_the_known_ones(finale) -> None:
     assert run.returncode != 0
     assert "'no-such-model' is not in the catalog" in run.output
     assert ("known models: chat-ollama, double-triton-cpu, doubler-python-cpu, doubler-torchserve-cpu, "
-            "image-classifier, llama-vllm, sentiment-analysis, text-generation-gpt, tiny-ollama-cpu, vision-models") in run.output
+            "image-classifier, llama-vllm, sentiment-analysis, text-generation-gpt, tiny-ollama-cpu, tiny-vllm-cpu, "
+            "vision-models") in run.output
 
 
 def test_build_is_skipped_when_the_registry_has_the_tag(finale, apps_v1, namespace: str) -> None:

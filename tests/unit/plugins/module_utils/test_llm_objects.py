@@ -324,6 +324,9 @@ def test_vllm_arguments_follow_the_catalog_and_the_gpus() -> None:
     cpu = vllm_entry(gpu={"count": 0}, vllm={"model": "/opt/tiny", "served_model_name": "tiny"})
     assert container(build(cpu))["args"] == [
         "--host=0.0.0.0", "--port=8000", "--model=/opt/tiny", "--served-model-name=tiny"]
+    # The KV cache's size, a Kubernetes quantity in the catalog, is bytes for vLLM.
+    sized = vllm_entry(gpu={"count": 0}, vllm={"model": "tiny", "kv_cache_memory": "64Mi", "extra_args": ["--enforce-eager"]})
+    assert container(build(sized))["args"][-2:] == ["--kv-cache-memory-bytes=67108864", "--enforce-eager"]
 
 
 def test_vllm_probes_shm_and_metrics() -> None:

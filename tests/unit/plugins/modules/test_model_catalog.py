@@ -22,7 +22,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 KNOWN = ["chat-ollama", "double-triton-cpu", "doubler-python-cpu", "doubler-torchserve-cpu", "image-classifier",
-         "llama-vllm", "sentiment-analysis", "text-generation-gpt", "tiny-ollama-cpu", "vision-models"]
+         "llama-vllm", "sentiment-analysis", "text-generation-gpt", "tiny-ollama-cpu", "tiny-vllm-cpu",
+         "vision-models"]
 
 PLAYBOOK = """\
 - name: Resolve a model from the inventory's catalog

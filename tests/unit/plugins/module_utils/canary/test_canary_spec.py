@@ -36,7 +36,7 @@ def entry(canary: Dict[str, Any], runtime: str = "custom_python", **extra: Any) 
                 "torchserve": {"model_name": "bert", "mar_file": "bert.mar"},
                 "tf_serving": {"model_name": "m", "model_base_path": "/models/m"},
                 "ollama": {"models": ["llama3:8b"]},
-                "vllm": {"model": "tiny"}}
+                "vllm": {"model": "tiny", "kv_cache_memory": "256Mi"}}
     data[runtime] = sections[runtime]
     data.update(extra)
     return data
