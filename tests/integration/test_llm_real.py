@@ -301,8 +301,11 @@ def test_the_model_checks_job_puts_a_deleted_model_back(deployed: Run, proxy: Pr
     assert json.loads(pod)["items"][0]["spec"]["nodeName"] == REAL_NODE
     assert tiny_model in tags(proxy)
     assert generate(proxy, tiny_model)["done"] is True
-    # How it reached the server (the Service's name needs cluster DNS, which the local cluster has not) and
-    # whether it could write its report (pods reach the API server only if its address is routable from them).
+    # Its report reached its ConfigMap through the API server (the kubernetes Service, the job's token), with only
+    # what its Role allows: update of that one ConfigMap.
+    report = json.loads(core_v1.read_namespaced_config_map(f"{MODEL}-model-check-report", namespace).data["last_report"])
+    assert (report["state"], report["missing"], report["pulled"]) == ("ok", tiny_model, tiny_model), report
+    # How it reached the server (the Service's name needs cluster DNS, which the local cluster has not).
     print("\n" + "\n".join(line for line in logs.splitlines() if "server answers" in line or "report" in line))
 
 
