@@ -145,6 +145,27 @@ def node_containers(namespace: str) -> List[str]:
     return out
 
 
+def sh(*args: Any, env: Optional[Dict[str, str]] = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A command in the repository's root that must succeed; its output captured."""
+    proc = subprocess.run([str(a) for a in args], env={**os.environ, **(env or {})}, cwd=REPO_ROOT,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def pod_memory(uid: str) -> str:
+    """The pod's memory cgroup (v1, cgroupfs driver here): usage now and the peak."""
+    root = Path("/sys/fs/cgroup/memory")
+    found = list(root.glob(f"kubepods*/**/pod{uid}")) or list(root.glob(f"kubepods*/pod{uid}"))
+    if not found:
+        return f"no memory cgroup for pod {uid} under {root}"
+    usage = int((found[0] / "memory.usage_in_bytes").read_text())
+    peak = int((found[0] / "memory.max_usage_in_bytes").read_text())
+    cache = next((int(line.split()[1]) for line in (found[0] / "memory.stat").read_text().splitlines()
+                  if line.startswith("total_cache ")), 0)
+    return f"{usage / 2**20:.0f} MiB now ({(usage - cache) / 2**20:.0f} MiB without page cache), peak {peak / 2**20:.0f} MiB"
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
     deadline = time.monotonic() + timeout
     while True:

@@ -36,14 +36,13 @@ import statistics
 import subprocess
 import time
 import uuid
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
 import image_tools
 from playbooks import REPO_ROOT, Run, baseline_namespace, run_playbook
-from serving_tools import Proxy, catalog, node_containers, wait_for
+from serving_tools import Proxy, catalog, node_containers, pod_memory, sh, wait_for
 
 pytestmark = pytest.mark.local_cluster
 
@@ -60,13 +59,6 @@ FIGURES: Dict[str, str] = {}
 def pins() -> Dict[str, str]:
     return dict(line.split("=", 1) for line in (REPO_ROOT / "cluster" / "versions.env").read_text().splitlines()
                 if "=" in line and not line.startswith("#"))
-
-
-def sh(*args: Any, env: Optional[Dict[str, str]] = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(a) for a in args], env={**os.environ, **(env or {})}, cwd=REPO_ROOT,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
-    return proc
 
 
 def figure(key: str, value: str) -> None:
@@ -258,19 +250,6 @@ def test_a_completion_through_the_service(deployed: Run, proxy: Proxy, core_v1, 
            f"median {statistics.median(firsts) * 1000:.0f} ms, max {max(firsts) * 1000:.0f} ms over 5")
     pod = server_pod(core_v1, namespace)
     figure("pod memory (cgroup, serve + runner with the model loaded)", pod_memory(pod.metadata.uid))
-
-
-def pod_memory(uid: str) -> str:
-    """The pod's memory cgroup (v1, cgroupfs driver here): usage now and the peak."""
-    root = Path("/sys/fs/cgroup/memory")
-    found = list(root.glob(f"kubepods*/**/pod{uid}")) or list(root.glob(f"kubepods*/pod{uid}"))
-    if not found:
-        return f"no memory cgroup for pod {uid} under {root}"
-    usage = int((found[0] / "memory.usage_in_bytes").read_text())
-    peak = int((found[0] / "memory.max_usage_in_bytes").read_text())
-    cache = next((int(line.split()[1]) for line in (found[0] / "memory.stat").read_text().splitlines()
-                  if line.startswith("total_cache ")), 0)
-    return f"{usage / 2**20:.0f} MiB now ({(usage - cache) / 2**20:.0f} MiB without page cache), peak {peak / 2**20:.0f} MiB"
 
 
 def test_the_model_checks_job_puts_a_deleted_model_back(deployed: Run, proxy: Proxy, kubectl, core_v1,

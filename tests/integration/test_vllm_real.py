@@ -21,16 +21,14 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import time
-from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator
 
 import pytest
 
 import image_tools
 from playbooks import REPO_ROOT, Run, baseline_namespace, run_playbook
-from serving_tools import Proxy, catalog, node_containers, wait_for
+from serving_tools import Proxy, catalog, node_containers, pod_memory, sh, wait_for
 
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import runtimes
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.analysis import read_counts
@@ -47,13 +45,6 @@ BUILD_TIMEOUT = 2400
 # The first deploy builds FROM that base, pushes it to the local registry, and the node pulls and unpacks it.
 DEPLOY_TIMEOUT = 2400
 FIGURES: Dict[str, str] = {}
-
-
-def sh(*args: Any, env: Optional[Dict[str, str]] = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(a) for a in args], env={**os.environ, **(env or {})}, cwd=REPO_ROOT,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
-    return proc
 
 
 def figure(key: str, value: str) -> None:
@@ -128,19 +119,6 @@ def complete(proxy: Proxy, prompt: str = "hello", tokens: int = 16) -> Dict[str,
     code, text = proxy.send("/v1/completions", body, timeout=120)
     assert code == 200, text
     return json.loads(text)
-
-
-def pod_memory(uid: str) -> str:
-    """The pod's memory cgroup (v1, cgroupfs driver here): usage now and the peak."""
-    root = Path("/sys/fs/cgroup/memory")
-    found = list(root.glob(f"kubepods*/**/pod{uid}")) or list(root.glob(f"kubepods*/pod{uid}"))
-    if not found:
-        return f"no memory cgroup for pod {uid} under {root}"
-    usage = int((found[0] / "memory.usage_in_bytes").read_text())
-    peak = int((found[0] / "memory.max_usage_in_bytes").read_text())
-    cache = next((int(line.split()[1]) for line in (found[0] / "memory.stat").read_text().splitlines()
-                  if line.startswith("total_cache ")), 0)
-    return f"{usage / 2**20:.0f} MiB now ({(usage - cache) / 2**20:.0f} MiB without page cache), peak {peak / 2**20:.0f} MiB"
 
 
 # --------------------------------------------------------------------------- tests
