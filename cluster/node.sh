@@ -471,9 +471,12 @@ EOF
 ensure_bridge() {
   ip link show "${REAL_BRIDGE}" >/dev/null 2>&1 || ip link add "${REAL_BRIDGE}" type bridge ||
     die "could not create the bridge ${REAL_BRIDGE}"
-  local cidr="$(real_gateway)/${REAL_POD_CIDR#*/}"
-  ip addr show dev "${REAL_BRIDGE}" | grep -q " ${cidr} " || ip addr add "${cidr}" dev "${REAL_BRIDGE}"
-  ip addr show dev "${REAL_BRIDGE}" | grep -q " $(blob_address)/32 " || ip addr add "$(blob_address)/32" dev "${REAL_BRIDGE}"
+  local cidr="$(real_gateway)/${REAL_POD_CIDR#*/}" addrs
+  # Read whole, then match: `ip ... | grep -q` under pipefail fails when grep
+  # exits before ip's last write (SIGPIPE), and the address is added twice.
+  addrs="$(ip -o -4 addr show dev "${REAL_BRIDGE}")"
+  [[ "${addrs}" == *" ${cidr} "* ]] || ip addr add "${cidr}" dev "${REAL_BRIDGE}"
+  [[ "${addrs}" == *" $(blob_address)/32 "* ]] || ip addr add "$(blob_address)/32" dev "${REAL_BRIDGE}"
   ip link set "${REAL_BRIDGE}" up
 }
 

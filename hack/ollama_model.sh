@@ -52,7 +52,8 @@ manifest() {
   curl -fsS --noproxy '*' -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
     "http://${registry}/v2/${repository}/manifests/${tag}" 2>/dev/null
 }
-if manifest | grep -q "\"${digest}\""; then
+# (Matched on the whole text: `| grep -q` under pipefail fails if curl is still writing.)
+if [[ "$(manifest)" == *"\"${digest}\""* ]]; then
   log "${model} is in the registry with this GGUF (${digest}): nothing to do"
   exit 0
 fi
@@ -99,5 +100,5 @@ log "it generates (first request, load included, $((SECONDS - started)) s): $(py
 log "ollama push --insecure ${model}"
 HOME="${tmp}/home" "${ollama}" push --insecure "${model}" >"${work}/push.log" 2>&1 ||
   die "ollama push failed: $(tail -n 5 "${work}/push.log")"
-manifest | grep -q "\"${digest}\"" || die "the registry has no ${repository}:${tag} with layer ${digest} after the push"
+[[ "$(manifest)" == *"\"${digest}\""* ]] || die "the registry has no ${repository}:${tag} with layer ${digest} after the push"
 log "pushed ${model} (model layer ${digest})"
