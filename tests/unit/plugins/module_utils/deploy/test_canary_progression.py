@@ -690,6 +690,8 @@ class FakePrometheus:
     api: Optional[CanaryApi] = None
     queries: List[str] = []
     down = False
+    #: Queries answered before it goes down (None: it stays up).
+    up_for: Optional[int] = None
 
     def __init__(self, url: str, timeout: int) -> None:
         self.url = url
@@ -699,12 +701,15 @@ class FakePrometheus:
 
         from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.exposition import parse
 
-        if self.down or self.api is None:
+        if self.down or self.api is None or (self.up_for is not None and len(self.queries) >= self.up_for):
             return None, "", "URLError: <urlopen error [Errno 111] Connection refused>"
         parts = urlsplit(path)
         assert parts.path == "/api/v1/query", path
         query = parse_qs(parts.query)["query"][0]
         FakePrometheus.queries.append(query)
+        if query == "vector(1)":  # the probe before the first step
+            return 200, json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+                {"metric": {}, "value": [1000.0, "1"]}]}}), ""
         found = re.fullmatch(r'\{__name__=~"(.*)",namespace="(.*)",pod=~"(.*)"\}', query)
         assert found, query
         names, pods = [re.compile(p.replace("\\\\", "\\")) for p in (found.group(1), found.group(3))]
@@ -739,12 +744,17 @@ def test_a_canary_analysed_by_prometheus_reads_the_pods_series_there_and_is_prom
     engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
     assert error is None, error
     step1 = next(s for s in engine.steps if s["name"].startswith("Canary | Step 1"))
+    # Every line says where its figures come from.
     assert step1["msg"] == ("step 1 (25%): canary 600 requests, error ratio 0.000, p99 9.9ms (share 25.0%); stable "
-                            "1800 requests, error ratio 0.000, p99 9.9ms: pass")
+                            "1800 requests, error ratio 0.000, p99 9.9ms: pass (figures from the Prometheus at "
+                            "http://prometheus.monitoring:9090)")
+    start = next(s for s in engine.steps if s["name"] == "Canary | Start")
+    assert start["msg"].endswith("; figures from the Prometheus at http://prometheus.monitoring:9090")
     assert tag_of(api) == "1.5.0"
-    # One query per version per read, by the pods' names: never a scrape through the pod proxy.
-    assert FakePrometheus.queries[0].startswith('{__name__=~":tensorflow:serving:request_count|')
-    assert ',namespace="ai-serving",pod=~"' in FakePrometheus.queries[0]
+    # The probe first, then one query per version per read, by the pods' names: never a scrape through the pod proxy.
+    assert FakePrometheus.queries[0] == "vector(1)"
+    assert FakePrometheus.queries[1].startswith('{__name__=~":tensorflow:serving:request_count|')
+    assert ',namespace="ai-serving",pod=~"' in FakePrometheus.queries[1]
 
 
 def test_a_canary_analysed_by_prometheus_with_errors_is_aborted(api: CanaryApi, monkeypatch) -> None:
@@ -756,12 +766,51 @@ def test_a_canary_analysed_by_prometheus_with_errors_is_aborted(api: CanaryApi, 
     assert tag_of(api) == "1.4.0"
 
 
-def test_a_prometheus_that_does_not_answer_leaves_the_canary_without_figures(api: CanaryApi, monkeypatch) -> None:
+def test_a_url_where_no_prometheus_answers_stops_the_canary_before_anything_is_applied(api: CanaryApi,
+                                                                                          monkeypatch) -> None:
     FakePrometheus.down = True
+    api.calls.clear()
+    try:
+        engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
+    finally:
+        FakePrometheus.down = False
+    assert error is not None and str(error) == (
+        "strategy.canary of image-classifier: analysis.metrics prometheus: no Prometheus answers a query at "
+        "http://prometheus.monitoring:9090 (ai_serving_canary_prometheus_url): URLError: <urlopen error [Errno 111] "
+        "Connection refused>. Set the URL of the Prometheus' HTTP API as the controller reaches it (without "
+        "/api/v1), or analysis.metrics: pods. The canary was not started: nothing of it was applied."), error
+    assert [s["name"] for s in engine.steps if s.get("failed")] == ["Canary | Start"]
+    assert not any(call.startswith(("apply", "scale")) for call in api.calls), api.calls
+    assert ("Deployment", CANARY) not in api.objects and tag_of(api) == "1.4.0"
+
+
+def test_a_url_that_answers_something_else_stops_the_canary_too(api: CanaryApi, monkeypatch) -> None:
+    """A web server that is not a Prometheus (a path prefix missing, a UI): its 404 page is quoted."""
+
+    class NotPrometheus(FakePrometheus):
+        def get(self, path: str) -> Tuple[Optional[int], str, str]:
+            return 404, "404 page not found\n", ""
+
+    monkeypatch.setattr(progression, "PrometheusApi", NotPrometheus)
+    engine = Engine(dict(args(model=model(metrics="prometheus")), canary_prometheus_url="http://web:80"),
+                    lambda: api)
+    engine.notify = lambda line: None
+    with pytest.raises(DeployError) as raised:
+        try:
+            engine.apply(engine.preflight())
+        finally:
+            engine.release()
+    assert "no Prometheus answers a query at http://web:80 (ai_serving_canary_prometheus_url): HTTP 404: 404 page " \
+        "not found. Set the URL" in str(raised.value), raised.value
+    assert ("Deployment", CANARY) not in api.objects
+
+
+def test_a_prometheus_that_stops_answering_leaves_the_canary_without_figures(api: CanaryApi, monkeypatch) -> None:
+    FakePrometheus.up_for = 1  # the probe only
     try:
         _engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
     finally:
-        FakePrometheus.down = False
+        FakePrometheus.up_for = None
     assert error is not None and "aborted at step 1: not enough canary requests" in str(error), error
     assert ("metrics not read: Prometheus at http://prometheus.monitoring:9090 (URLError: <urlopen error [Errno 111] "
             "Connection refused>)") in str(error)
