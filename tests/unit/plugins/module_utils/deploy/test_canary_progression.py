@@ -366,6 +366,62 @@ def test_an_interrupted_canary_stays_and_a_rerun_continues_from_its_step(api: Ca
     assert tag_of(api) == "1.5.0" and ("Deployment", CANARY) not in api.objects
 
 
+def check_run(api: CanaryApi, entry: Dict[str, Any]) -> Engine:
+    """deploy_model.yml --check: the preflight, the dry runs, nothing applied or deleted."""
+    engine = Engine(args(model=entry), lambda: api, check_mode=True)
+    engine.notify = lambda line: None
+    try:
+        engine.apply(engine.preflight())
+    finally:
+        engine.release()
+    return engine
+
+
+def interrupted_at_step_2(api: CanaryApi, monkeypatch) -> None:
+    sleep = api.clock.sleep  # type: ignore[attr-defined]
+    calls = {"n": 0}
+
+    def interrupting(seconds: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:  # in step 2
+            raise Interrupted("SIGINT")
+        sleep(seconds)
+
+    monkeypatch.setattr(api.clock, "sleep", interrupting)  # type: ignore[attr-defined]
+    deploy_failing(api, model())
+    monkeypatch.setattr(api.clock, "sleep", sleep)  # type: ignore[attr-defined]
+
+
+def test_check_mode_does_not_list_a_canary_the_real_run_continues_as_removed(api: CanaryApi, monkeypatch) -> None:
+    """--check of the version whose canary an interrupted run left: the real run continues that canary (its steps),
+    it does not remove it as a plain apply would."""
+    interrupted_at_step_2(api, monkeypatch)
+    api.calls.clear()
+    engine = check_run(api, model())
+    removal = next(s for s in engine.steps if s["name"] == "Apply | Remove what the model no longer has")
+    assert "Deployment/image-classifier-canary" not in removal["msg"].split("; ")[0], removal["msg"]
+    assert removal["msg"] == ("nothing to remove; the canary a run left (Deployment/image-classifier-canary) is this "
+                              "version's: the run continues its steps from where it stands")
+    assert not removal["changed"]
+    assert ("Deployment", CANARY) in api.objects and not any(c.startswith(("apply ", "scale")) for c in api.calls)
+
+
+def test_check_mode_says_a_canary_of_another_version_is_replaced(api: CanaryApi, monkeypatch) -> None:
+    interrupted_at_step_2(api, monkeypatch)
+    engine = check_run(api, model(tag="1.6.0"))
+    removal = next(s for s in engine.steps if s["name"] == "Apply | Remove what the model no longer has")
+    assert removal["msg"] == ("nothing to remove; the canary a run left (Deployment/image-classifier-canary) is of "
+                              "another version: the run removes it, then starts its steps from step 1")
+
+
+def test_check_mode_still_lists_a_canary_a_plain_deploy_removes(api: CanaryApi, monkeypatch) -> None:
+    """The canary taken out of the catalog: the real run is a plain apply that removes what the canary left."""
+    interrupted_at_step_2(api, monkeypatch)
+    engine = check_run(api, model(canary=False))
+    removal = next(s for s in engine.steps if s["name"] == "Apply | Remove what the model no longer has")
+    assert removal["msg"] == "Deployment/image-classifier-canary" and removal["changed"]
+
+
 def test_a_canary_of_another_version_is_replaced(api: CanaryApi) -> None:
     api.objects[("Deployment", CANARY)] = {"apiVersion": "apps/v1", "kind": "Deployment",
                                            "metadata": {"name": CANARY, "labels": {TRACK_LABEL: "canary"},
