@@ -741,8 +741,8 @@ class Engine:
         them (this version's) or removes them first (another version's), so they are taken out of what the plain
         apply's dry run lists as removed; what the real run does with them instead (empty: nothing to say)."""
         leftovers = found["snapshot"].get("canary_leftovers") or []
-        if not leftovers or not found.get("canary_plan"):
-            return ""
+        if not leftovers or not found.get("canary_plan") or (self.args.get("canary_action") or "none") != "none":
+            return ""  # (canary.yml's promote and abort remove the canary too)
         name, namespace = found["name"], found["namespace"]
         deployment = next(obj for obj in found["objects"] if obj["kind"] == "Deployment")
         try:

@@ -414,6 +414,19 @@ def test_check_mode_says_a_canary_of_another_version_is_replaced(api: CanaryApi,
                               "another version: the run removes it, then starts its steps from step 1")
 
 
+def test_check_mode_of_canary_yml_lists_the_canary_as_removed(api: CanaryApi, monkeypatch) -> None:
+    """canary.yml --check (canary_action promote or abort): the real run removes the canary in the end."""
+    interrupted_at_step_2(api, monkeypatch)
+    engine = Engine(dict(args(model=model()), canary_action="abort"), lambda: api, check_mode=True)
+    engine.notify = lambda line: None
+    try:
+        engine.apply(engine.preflight())
+    finally:
+        engine.release()
+    removal = next(s for s in engine.steps if s["name"] == "Apply | Remove what the model no longer has")
+    assert removal["msg"] == "Deployment/image-classifier-canary"
+
+
 def test_check_mode_still_lists_a_canary_a_plain_deploy_removes(api: CanaryApi, monkeypatch) -> None:
     """The canary taken out of the catalog: the real run is a plain apply that removes what the canary left."""
     interrupted_at_step_2(api, monkeypatch)
