@@ -30,7 +30,8 @@ need gcc gcc
 need socat socat
 [[ -f /usr/include/stdio.h ]] || missing+=(libc6-dev)
 # A real Prometheus for the canary analysis test (tests/integration/prometheus_tools.py starts
-# its own process on a free port): Debian's package, whose own service must not start.
+# its own process on a free port): Debian's package, whose own service must not start. (It has no
+# Kubernetes service discovery: the test gives it the pods over http_sd_configs.)
 need prometheus prometheus
 # Ollama for the real node (cluster/build.sh ollama) compiles llama.cpp's C++ with cgo.
 need g++ g++
