@@ -835,8 +835,8 @@ def test_a_canary_analysed_by_prometheus_with_errors_is_aborted(api: CanaryApi, 
     assert tag_of(api) == "1.4.0"
 
 
-def test_a_url_where_no_prometheus_answers_stops_the_canary_before_anything_is_applied(api: CanaryApi,
-                                                                                          monkeypatch) -> None:
+def test_a_url_where_no_prometheus_answers_stops_the_canary_before_anything_is_applied(
+        api: CanaryApi, monkeypatch) -> None:
     FakePrometheus.down = True
     api.calls.clear()
     try:
