@@ -29,6 +29,10 @@ need gcc gcc
 # The pods' way to the API server (it listens on 127.0.0.1): a forwarder on the bridge.
 need socat socat
 [[ -f /usr/include/stdio.h ]] || missing+=(libc6-dev)
+# A real Prometheus for the canary analysis test (tests/integration/prometheus_tools.py starts
+# its own process on a free port): Debian's package, whose own service must not start. (It has no
+# Kubernetes service discovery: the test gives it the pods over http_sd_configs.)
+need prometheus prometheus
 # Ollama for the real node (cluster/build.sh ollama) compiles llama.cpp's C++ with cgo.
 need g++ g++
 # Its module zip lacks llama.cpp's vendor/: nlohmann/json and stb from Debian.
@@ -49,7 +53,24 @@ if ((${#missing[@]})); then
       echo "[deps] ERROR: no Debian package ${unknown[*]} in the apt sources of this machine; add the Debian bookworm main repository or install it by hand" >&2
       exit 1
     fi
+    # Debian's prometheus starts a service on :9090 at install: refused through policy-rc.d, Debian's switch
+    # for what an install may start (one already there, as in containers, is left as it is).
+    policy=/usr/sbin/policy-rc.d
+    if [[ ! -e ${policy} ]]; then
+      # invoke-rc.d passes the script's name after --quiet, deb-systemd-invoke the unit's: 101 is "do not run".
+      printf '#!/bin/sh\nfor arg; do case $arg in prometheus|prometheus.service) exit 101 ;; esac; done\nexit 0\n' \
+        >"${policy}"
+      chmod 755 "${policy}"
+      trap 'rm -f "${policy}"' EXIT
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    for pkg in "${missing[@]}"; do
+      # Nor started at the next boot (the package enables its unit); systemctl disable works without systemd running.
+      if [[ ${pkg} == prometheus ]] && command -v systemctl >/dev/null; then
+        systemctl disable prometheus.service >/dev/null 2>&1 ||
+          echo "[deps] WARNING: could not disable prometheus.service: run systemctl disable --now prometheus" >&2
+      fi
+    done
   else
     echo "[deps] ERROR: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2
     exit 1

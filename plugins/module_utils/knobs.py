@@ -132,7 +132,8 @@ KNOBS: Tuple[Knob, ...] = (
     Knob("canary_prometheus_url", "str", "",
          "URL of the Prometheus that the canary analysis queries when strategy.canary.analysis.metrics is prometheus "
          "(for example http://prometheus.monitoring:9090, reached from the controller); it must scrape the model's "
-         "pods with namespace and pod labels. Empty - such a canary is refused before anything is applied.",
+         "pods with namespace and pod labels. Empty - such a canary is refused before anything is applied; a URL "
+         "where no Prometheus answers a query stops the canary before its first step.",
          empty_ok=True),
 )
 

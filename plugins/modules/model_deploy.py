@@ -187,7 +187,8 @@ options:
     description:
       - For a model with C(strategy.canary.analysis.metrics=prometheus) - the URL of the Prometheus the analysis
         queries (one instant query per check of each version's pods' series, by their C(namespace) and C(pod)
-        labels), instead of reading the pods through the API server. Empty - such a canary is refused.
+        labels), instead of reading the pods through the API server. Empty - such a canary is refused. Before the
+        first step the URL must answer the query C(vector(1)), or the canary is not started.
     type: str
     default: ""
 extends_documentation_fragment:

@@ -88,7 +88,8 @@ description:
   - C(ai_serving_canary_prometheus_url) (str; inventory, C(-e); default V()) - URL of the Prometheus that the canary
     analysis queries when strategy.canary.analysis.metrics is prometheus (for example
     http://prometheus.monitoring:9090, reached from the controller); it must scrape the model's pods with namespace
-    and pod labels. Empty - such a canary is refused before anything is applied.
+    and pod labels. Empty - such a canary is refused before anything is applied; a URL where no Prometheus answers a
+    query stops the canary before its first step.
 options:
   runtime:
     description:

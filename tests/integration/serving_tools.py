@@ -87,6 +87,8 @@ class Load:
         self.interval, self.limit_s = 1 / rate, limit_s
         self.sent = 0
         self.failures: List[str] = []
+        #: When each request was sent (time.monotonic()): the load's real rate, for figures per second.
+        self.sent_at: List[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -94,6 +96,7 @@ class Load:
         deadline = time.monotonic() + self.limit_s
         while not self._stop.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
+            self.sent_at.append(started)
             status, text = self.proxy.send(self.smoke["path"], self.smoke["body"])
             self.sent += 1
             try:
@@ -111,6 +114,13 @@ class Load:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+    @property
+    def rate(self) -> float:
+        """Requests per second it sent (0 before two)."""
+        if len(self.sent_at) < 2 or self.sent_at[-1] <= self.sent_at[0]:
+            return 0.0
+        return (len(self.sent_at) - 1) / (self.sent_at[-1] - self.sent_at[0])
 
     def report(self, what: str) -> str:
         line = f"{what}: {self.sent} requests through the service proxy, {len(self.failures)} failed"

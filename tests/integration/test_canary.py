@@ -77,6 +77,11 @@ def test_check_prints_the_plan_and_a_real_run_aborts_without_metrics(kubeconfig:
     assert after.spec.template == before.spec.template and after.spec.replicas == 4
     assert canaries(apps_v1, canary_namespace) == []
 
+    # The version that runs, deployed again after the abort: nothing changes. (The apply takes spec.replicas back
+    # from the scale subresource's writes: a write of the field ownership only, which is not reported as a change.)
+    again = run_playbook("deploy_model.yml", kubeconfig, extra)
+    assert again.returncode == 0 and again.recap["changed"] == 0, again.explain()
+
 
 def canaries(apps_v1, namespace: str) -> list:
     return apps_v1.list_namespaced_deployment(namespace, label_selector="creativeflow.ai/track=canary").items

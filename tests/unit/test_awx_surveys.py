@@ -190,8 +190,20 @@ SURVEYED = [t for t in TEMPLATES if t["survey_spec"]]
 
 def test_every_action_has_a_template() -> None:
     names = [t["name"] for t in TEMPLATES]
-    assert sorted(names) == ["bootstrap", "deploy_model", "rollback_model", "undeploy_model"]
+    assert sorted(names) == ["bootstrap", "canary", "deploy_model", "rollback_model", "undeploy_model"]
     assert len(set(names)) == len(names)
+
+
+def test_the_canary_template_asks_an_action_canary_yml_accepts() -> None:
+    """playbooks/canary.yml asserts canary_action in its list: the survey offers exactly those, with no default."""
+    template = next(t for t in TEMPLATES if t["name"] == "canary")
+    assert template["playbook"] == "playbooks/canary.yml"
+    question = next(q for q in template["survey_spec"]["spec"] if q["variable"] == "canary_action")
+    assert question["required"] is True and question["default"] == ""
+    plays = yaml.safe_load((REPO_ROOT / "playbooks" / "canary.yml").read_text())
+    check = plays[0]["tasks"][0]["ansible.builtin.assert"]["that"][0]
+    accepted = yaml.safe_load(check.split(" in ", 1)[1])
+    assert sorted(_choice_list(question["choices"])) == sorted(accepted) == ["abort", "promote"]
 
 
 @pytest.mark.parametrize("template", SURVEYED, ids=lambda t: t["name"])

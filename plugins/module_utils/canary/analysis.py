@@ -7,7 +7,10 @@ start and one at each check: per pod (a pod that restarted starts from 0 again, 
 it), then summed per version. The request counters, error counters and latency histogram are the runtime's
 (``runtimes.RequestMetrics``). p99 is estimated from the histogram's buckets as PromQL's ``histogram_quantile`` does.
 
-With ``analysis.metrics: prometheus`` the same figures come from PromQL (:func:`promql`), over the step's window.
+With ``analysis.metrics: prometheus`` the same cumulative values are read from the Prometheus (one instant query,
+:mod:`.prometheus`) and the increase is taken here the same way, not by PromQL's ``increase()`` over the step's
+window, which needs two scrapes within the window and extrapolates. :func:`promql` writes the same figures as PromQL
+for a dashboard or an alert beside the canary; the analysis does not run it.
 """
 
 from __future__ import annotations

@@ -56,7 +56,11 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.pla
     resolve_split,
 )
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.spec import canary_of
-from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.traffic import name_problem
+from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.traffic import (
+    canary_name,
+    canary_of_version,
+    name_problem,
+)
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy import checks, plan, progression
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.kube import Conflict, DeployClient
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.deploy.spec import DeployError
@@ -671,7 +675,8 @@ class Engine:
                 run = progression.Progression(self, found, field_manager)
                 self.canary_checks = run.checks  # the same list, filled as the steps run
                 return run.run()
-            rollout = self._apply_and_wait(found, field_manager)
+            kept = self._leftovers_the_canary_takes(found, field_manager) if self.check_mode else ""
+            rollout = self._apply_and_wait(found, field_manager, kept)
         except Interrupted as exc:
             if canary:
                 raise DeployError(self._canary_interrupted(found, exc.signame)) from exc
@@ -731,7 +736,31 @@ class Engine:
             finally:
                 self.shielded = False
 
-    def _apply_and_wait(self, found: Dict[str, Any], field_manager: str) -> Dict[str, Any]:
+    def _leftovers_the_canary_takes(self, found: Dict[str, Any], field_manager: str) -> str:
+        """--check of a model whose canary would run, with objects a canary left: the real run's canary continues
+        them (this version's) or removes them first (another version's), so they are taken out of what the plain
+        apply's dry run lists as removed; what the real run does with them instead (empty: nothing to say)."""
+        leftovers = found["snapshot"].get("canary_leftovers") or []
+        if not leftovers or not found.get("canary_plan") or (self.args.get("canary_action") or "none") != "none":
+            return ""  # (canary.yml's promote and abort remove the canary too)
+        name, namespace = found["name"], found["namespace"]
+        deployment = next(obj for obj in found["objects"] if obj["kind"] == "Deployment")
+        try:
+            if not self._runs_canary(found, self.client.apply(deployment, field_manager, dry_run=True)[0]):
+                return ""  # the pods do not change: a plain apply, which removes them
+            live = self.client.get("Deployment", canary_name(name), namespace, api_version="apps/v1")
+        except K8sAccessError as exc:
+            raise self._dry_run_error(exc, name) from exc
+        taken = {(item["kind"], item["name"]) for item in leftovers}
+        found["absent"] = [item for item in found["absent"] if (item["kind"], item["name"]) not in taken]
+        listed = ", ".join("{0}/{1}".format(item["kind"], item["name"]) for item in leftovers)
+        if canary_of_version(live, deployment):
+            return ("the canary a run left ({0}) is this version's: the run continues its steps from where it "
+                    "stands".format(listed))
+        return ("the canary a run left ({0}) is of another version: the run removes it, then starts its steps from "
+                "step 1".format(listed))
+
+    def _apply_and_wait(self, found: Dict[str, Any], field_manager: str, kept: str = "") -> Dict[str, Any]:
         name, namespace = found["name"], found["namespace"]
         with self.step("Apply | Every object of the model") as record:
             changed = self._apply_all(found, field_manager)
@@ -750,7 +779,7 @@ class Engine:
             except K8sAccessError as exc:
                 raise self._unreachable(exc, "removing what the model no longer has", applied=True) from exc
             record["changed"] = bool(removed)
-            record["msg"] = ", ".join(removed) or "nothing to remove"
+            record["msg"] = "; ".join([", ".join(removed) or "nothing to remove"] + ([kept] if kept else []))
         if self.check_mode:
             return {}
         with self.step("Rollout | Wait for the new version to be available") as record:

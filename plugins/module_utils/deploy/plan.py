@@ -222,14 +222,16 @@ def comparable(obj: Optional[Obj]) -> Optional[Obj]:
 
 def applied_changed(before: Optional[Obj], after: Optional[Obj], dry_run: bool) -> bool:
     """Whether a server-side apply changed the object: a no-op apply keeps resourceVersion; a dry run
-    (which never stores) is compared by content instead."""
+    (which never stores) is compared by content only. A stored write whose content is the same changed only the
+    field ownership (managedFields): the apply taking back ``spec.replicas`` after a canary's scale subresource
+    writes, the next deploy after an abort. That is not a change of the object."""
     if before is None:
         return True
     if after is None:
         return False
-    if not dry_run:
-        return (before.get("metadata") or {}).get("resourceVersion") != (after.get("metadata") or {}).get(
-            "resourceVersion")
+    if not dry_run and (before.get("metadata") or {}).get("resourceVersion") == (after.get("metadata") or {}).get(
+            "resourceVersion"):
+        return False
     return comparable(before) != comparable(after)
 
 

@@ -142,6 +142,7 @@ class Progression:
         """The stable pods' hash, the leftover canary (continued or removed), the new version's ConfigMaps; the step
         to start from."""
         with self.engine.step("Canary | Start") as record:
+            source = self._check_prometheus()
             try:
                 stable = self.client.get("Deployment", self.name, self.namespace, api_version="apps/v1")
                 if stable is None:
@@ -171,8 +172,26 @@ class Progression:
                 said.append("continues from step {0}, where an interrupted run left the canary".format(first))
             record["changed"] = self._apply_configmaps() or bool(said)
             record["msg"] = "; ".join(said + ["stable pods: pod-template-hash {0}; {1}".format(
-                self.stable_hash, self.plan["why"])])
+                self.stable_hash, self.plan["why"])] + ([source] if source else []))
         return first
+
+    def _check_prometheus(self) -> str:
+        """With analysis.metrics prometheus: that a Prometheus answers a query at the URL, before anything of the
+        canary is applied (otherwise every step would run blind, then abort for want of figures); what the step
+        lines read from."""
+        if self.prometheus is None:
+            return ""
+        status, body, error = self.prometheus.get(prometheus.query_path(prometheus.PROBE_QUERY))
+        try:
+            if status != 200:
+                raise prometheus.PrometheusError(error or "HTTP {0}: {1}".format(status, body[:200].strip()))
+            prometheus.check_probe(body)
+        except prometheus.PrometheusError as exc:
+            raise DeployError("strategy.canary of {0}: analysis.metrics prometheus: no Prometheus answers a query at {1} "
+                              "(ai_serving_canary_prometheus_url): {2}. Set the URL of the Prometheus' HTTP API as the "
+                              "controller reaches it (without /api/v1), or analysis.metrics: pods. The canary was not "
+                              "started: nothing of it was applied.".format(self.name, self.prometheus.url, exc)) from exc
+        return "figures from the Prometheus at {0}".format(self.prometheus.url)
 
     def _route_weight(self) -> Optional[int]:
         """The canary's weight in the live route (split gateway or istio), or None (none, or split replicas)."""
@@ -351,6 +370,8 @@ class Progression:
         canary = analysis.version_stats(before.get(traffic.CANARY) or {}, now.get(traffic.CANARY) or {})
         stable = analysis.version_stats(before.get(traffic.STABLE) or {}, now.get(traffic.STABLE) or {})
         verdict = analysis.judge(canary, stable, self.canary.bounds)
+        if self.prometheus is not None:  # every line says where its figures come from
+            verdict.notes.append("figures from the Prometheus at {0}".format(self.prometheus.url))
         if self.unread:
             verdict.notes.append("metrics not read: " + ", ".join(sorted(self.unread)))
         return verdict

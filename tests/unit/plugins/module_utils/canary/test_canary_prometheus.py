@@ -12,7 +12,9 @@ import pytest
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils import runtimes
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary import analysis
 from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.prometheus import (
+    PROBE_QUERY,
     PrometheusError,
+    check_probe,
     query_path,
     samples_by_pod,
     series_names,
@@ -81,4 +83,49 @@ def test_the_answer_becomes_each_pods_samples_and_the_same_counts_as_a_scrape():
 def test_answers_that_are_not_a_result_are_said(body, expected):
     with pytest.raises(PrometheusError) as raised:
         samples_by_pod(body)
+    assert str(raised.value).startswith(expected)
+
+
+def infer(pod: str, code: str, value: str, job: str) -> dict:
+    return {"metric": {"__name__": "custom_server_requests_total", "namespace": "ai", "pod": pod, "job": job,
+                       "instance": "10.244.0.7:8080", "endpoint": "/v2/models/{model_name}/infer", "code": code},
+            "value": [1, value]}
+
+
+def test_a_pod_two_scrape_jobs_read_is_counted_once():
+    """A ServiceMonitor's job and a pod discovery job both scraping a pod: every series twice, with another job label.
+    Summed, each request would count twice; one job's series are kept (the one with the most, then by name)."""
+    body = answer(infer("p1", "200", "90", "ai/m-monitor"), infer("p1", "500", "10", "ai/m-monitor"),
+                  infer("p1", "200", "90", "kubernetes-pods"), infer("p1", "500", "10", "kubernetes-pods"),
+                  infer("p2", "200", "7", "kubernetes-pods"))
+    found = samples_by_pod(body)
+    assert {sample.labels["job"] for sample in found["p1"]} == {"ai/m-monitor"}
+    counts = analysis.read_counts(found["p1"], metrics("custom_python"))
+    assert (counts.requests, counts.errors) == (100.0, 10.0)
+    assert analysis.read_counts(found["p2"], metrics("custom_python")).requests == 7.0
+
+
+def test_the_job_with_more_series_is_kept():
+    """A second job that reads only part of a pod's series (another port of it) does not replace the full one."""
+    body = answer(infer("p1", "200", "90", "b-full"), infer("p1", "500", "10", "b-full"),
+                  infer("p1", "200", "3", "a-part"))
+    assert {sample.labels["job"] for sample in samples_by_pod(body)["p1"]} == {"b-full"}
+
+
+def test_the_probe_query_is_one_sample_of_value_1():
+    """Before the first step the progression asks vector(1): the answer of a real Prometheus passes."""
+    assert PROBE_QUERY == "vector(1)"
+    check_probe(answer({"metric": {}, "value": [1733440000.123, "1"]}))
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("404 page not found", "the answer is not JSON"),
+    (answer(), "vector(1) did not give one sample of value 1"),
+    (answer({"metric": {}, "value": [1, "2"]}), "vector(1) did not give one sample of value 1"),
+    (json.dumps({"status": "success", "data": {"resultType": "scalar", "result": [1, "1"]}}),
+     "expected an instant vector, got 'scalar'"),
+])
+def test_what_is_not_a_prometheus_answer_to_the_probe_is_said(body, expected):
+    with pytest.raises(PrometheusError) as raised:
+        check_probe(body)
     assert str(raised.value).startswith(expected)

@@ -366,6 +366,75 @@ def test_an_interrupted_canary_stays_and_a_rerun_continues_from_its_step(api: Ca
     assert tag_of(api) == "1.5.0" and ("Deployment", CANARY) not in api.objects
 
 
+def check_run(api: CanaryApi, entry: Dict[str, Any]) -> Engine:
+    """deploy_model.yml --check: the preflight, the dry runs, nothing applied or deleted."""
+    engine = Engine(args(model=entry), lambda: api, check_mode=True)
+    engine.notify = lambda line: None
+    try:
+        engine.apply(engine.preflight())
+    finally:
+        engine.release()
+    return engine
+
+
+def interrupted_at_step_2(api: CanaryApi, monkeypatch) -> None:
+    sleep = api.clock.sleep  # type: ignore[attr-defined]
+    calls = {"n": 0}
+
+    def interrupting(seconds: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:  # in step 2
+            raise Interrupted("SIGINT")
+        sleep(seconds)
+
+    monkeypatch.setattr(api.clock, "sleep", interrupting)  # type: ignore[attr-defined]
+    deploy_failing(api, model())
+    monkeypatch.setattr(api.clock, "sleep", sleep)  # type: ignore[attr-defined]
+
+
+def test_check_mode_does_not_list_a_canary_the_real_run_continues_as_removed(api: CanaryApi, monkeypatch) -> None:
+    """--check of the version whose canary an interrupted run left: the real run continues that canary (its steps),
+    it does not remove it as a plain apply would."""
+    interrupted_at_step_2(api, monkeypatch)
+    api.calls.clear()
+    engine = check_run(api, model())
+    removal = next(s for s in engine.steps if s["name"] == "Apply | Remove what the model no longer has")
+    assert "Deployment/image-classifier-canary" not in removal["msg"].split("; ")[0], removal["msg"]
+    assert removal["msg"] == ("nothing to remove; the canary a run left (Deployment/image-classifier-canary) is this "
+                              "version's: the run continues its steps from where it stands")
+    assert not removal["changed"]
+    assert ("Deployment", CANARY) in api.objects and not any(c.startswith(("apply ", "scale")) for c in api.calls)
+
+
+def test_check_mode_says_a_canary_of_another_version_is_replaced(api: CanaryApi, monkeypatch) -> None:
+    interrupted_at_step_2(api, monkeypatch)
+    engine = check_run(api, model(tag="1.6.0"))
+    removal = next(s for s in engine.steps if s["name"] == "Apply | Remove what the model no longer has")
+    assert removal["msg"] == ("nothing to remove; the canary a run left (Deployment/image-classifier-canary) is of "
+                              "another version: the run removes it, then starts its steps from step 1")
+
+
+def test_check_mode_of_canary_yml_lists_the_canary_as_removed(api: CanaryApi, monkeypatch) -> None:
+    """canary.yml --check (canary_action promote or abort): the real run removes the canary in the end."""
+    interrupted_at_step_2(api, monkeypatch)
+    engine = Engine(dict(args(model=model()), canary_action="abort"), lambda: api, check_mode=True)
+    engine.notify = lambda line: None
+    try:
+        engine.apply(engine.preflight())
+    finally:
+        engine.release()
+    removal = next(s for s in engine.steps if s["name"] == "Apply | Remove what the model no longer has")
+    assert removal["msg"] == "Deployment/image-classifier-canary"
+
+
+def test_check_mode_still_lists_a_canary_a_plain_deploy_removes(api: CanaryApi, monkeypatch) -> None:
+    """The canary taken out of the catalog: the real run is a plain apply that removes what the canary left."""
+    interrupted_at_step_2(api, monkeypatch)
+    engine = check_run(api, model(canary=False))
+    removal = next(s for s in engine.steps if s["name"] == "Apply | Remove what the model no longer has")
+    assert removal["msg"] == "Deployment/image-classifier-canary" and removal["changed"]
+
+
 def test_a_canary_of_another_version_is_replaced(api: CanaryApi) -> None:
     api.objects[("Deployment", CANARY)] = {"apiVersion": "apps/v1", "kind": "Deployment",
                                            "metadata": {"name": CANARY, "labels": {TRACK_LABEL: "canary"},
@@ -690,6 +759,8 @@ class FakePrometheus:
     api: Optional[CanaryApi] = None
     queries: List[str] = []
     down = False
+    #: Queries answered before it goes down (None: it stays up).
+    up_for: Optional[int] = None
 
     def __init__(self, url: str, timeout: int) -> None:
         self.url = url
@@ -699,12 +770,15 @@ class FakePrometheus:
 
         from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.exposition import parse
 
-        if self.down or self.api is None:
+        if self.down or self.api is None or (self.up_for is not None and len(self.queries) >= self.up_for):
             return None, "", "URLError: <urlopen error [Errno 111] Connection refused>"
         parts = urlsplit(path)
         assert parts.path == "/api/v1/query", path
         query = parse_qs(parts.query)["query"][0]
         FakePrometheus.queries.append(query)
+        if query == "vector(1)":  # the probe before the first step
+            return 200, json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+                {"metric": {}, "value": [1000.0, "1"]}]}}), ""
         found = re.fullmatch(r'\{__name__=~"(.*)",namespace="(.*)",pod=~"(.*)"\}', query)
         assert found, query
         names, pods = [re.compile(p.replace("\\\\", "\\")) for p in (found.group(1), found.group(3))]
@@ -739,12 +813,17 @@ def test_a_canary_analysed_by_prometheus_reads_the_pods_series_there_and_is_prom
     engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
     assert error is None, error
     step1 = next(s for s in engine.steps if s["name"].startswith("Canary | Step 1"))
+    # Every line says where its figures come from.
     assert step1["msg"] == ("step 1 (25%): canary 600 requests, error ratio 0.000, p99 9.9ms (share 25.0%); stable "
-                            "1800 requests, error ratio 0.000, p99 9.9ms: pass")
+                            "1800 requests, error ratio 0.000, p99 9.9ms: pass (figures from the Prometheus at "
+                            "http://prometheus.monitoring:9090)")
+    start = next(s for s in engine.steps if s["name"] == "Canary | Start")
+    assert start["msg"].endswith("; figures from the Prometheus at http://prometheus.monitoring:9090")
     assert tag_of(api) == "1.5.0"
-    # One query per version per read, by the pods' names: never a scrape through the pod proxy.
-    assert FakePrometheus.queries[0].startswith('{__name__=~":tensorflow:serving:request_count|')
-    assert ',namespace="ai-serving",pod=~"' in FakePrometheus.queries[0]
+    # The probe first, then one query per version per read, by the pods' names: never a scrape through the pod proxy.
+    assert FakePrometheus.queries[0] == "vector(1)"
+    assert FakePrometheus.queries[1].startswith('{__name__=~":tensorflow:serving:request_count|')
+    assert ',namespace="ai-serving",pod=~"' in FakePrometheus.queries[1]
 
 
 def test_a_canary_analysed_by_prometheus_with_errors_is_aborted(api: CanaryApi, monkeypatch) -> None:
@@ -756,12 +835,51 @@ def test_a_canary_analysed_by_prometheus_with_errors_is_aborted(api: CanaryApi, 
     assert tag_of(api) == "1.4.0"
 
 
-def test_a_prometheus_that_does_not_answer_leaves_the_canary_without_figures(api: CanaryApi, monkeypatch) -> None:
+def test_a_url_where_no_prometheus_answers_stops_the_canary_before_anything_is_applied(
+        api: CanaryApi, monkeypatch) -> None:
     FakePrometheus.down = True
+    api.calls.clear()
+    try:
+        engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
+    finally:
+        FakePrometheus.down = False
+    assert error is not None and str(error) == (
+        "strategy.canary of image-classifier: analysis.metrics prometheus: no Prometheus answers a query at "
+        "http://prometheus.monitoring:9090 (ai_serving_canary_prometheus_url): URLError: <urlopen error [Errno 111] "
+        "Connection refused>. Set the URL of the Prometheus' HTTP API as the controller reaches it (without "
+        "/api/v1), or analysis.metrics: pods. The canary was not started: nothing of it was applied."), error
+    assert [s["name"] for s in engine.steps if s.get("failed")] == ["Canary | Start"]
+    assert not any(call.startswith(("apply", "scale")) for call in api.calls), api.calls
+    assert ("Deployment", CANARY) not in api.objects and tag_of(api) == "1.4.0"
+
+
+def test_a_url_that_answers_something_else_stops_the_canary_too(api: CanaryApi, monkeypatch) -> None:
+    """A web server that is not a Prometheus (a path prefix missing, a UI): its 404 page is quoted."""
+
+    class NotPrometheus(FakePrometheus):
+        def get(self, path: str) -> Tuple[Optional[int], str, str]:
+            return 404, "404 page not found\n", ""
+
+    monkeypatch.setattr(progression, "PrometheusApi", NotPrometheus)
+    engine = Engine(dict(args(model=model(metrics="prometheus")), canary_prometheus_url="http://web:80"),
+                    lambda: api)
+    engine.notify = lambda line: None
+    with pytest.raises(DeployError) as raised:
+        try:
+            engine.apply(engine.preflight())
+        finally:
+            engine.release()
+    assert "no Prometheus answers a query at http://web:80 (ai_serving_canary_prometheus_url): HTTP 404: 404 page " \
+        "not found. Set the URL" in str(raised.value), raised.value
+    assert ("Deployment", CANARY) not in api.objects
+
+
+def test_a_prometheus_that_stops_answering_leaves_the_canary_without_figures(api: CanaryApi, monkeypatch) -> None:
+    FakePrometheus.up_for = 1  # the probe only
     try:
         _engine, error = deploy_with_prometheus(api, monkeypatch, model(metrics="prometheus"))
     finally:
-        FakePrometheus.down = False
+        FakePrometheus.up_for = None
     assert error is not None and "aborted at step 1: not enough canary requests" in str(error), error
     assert ("metrics not read: Prometheus at http://prometheus.monitoring:9090 (URLError: <urlopen error [Errno 111] "
             "Connection refused>)") in str(error)
