@@ -9,8 +9,7 @@ it), then summed per version. The request counters, error counters and latency h
 
 With ``analysis.metrics: prometheus`` the same cumulative values are read from the Prometheus (one instant query,
 :mod:`.prometheus`) and the increase is taken here the same way, not by PromQL's ``increase()`` over the step's
-window, which needs two scrapes within the window and extrapolates. :func:`promql` writes the same figures as PromQL
-for a dashboard or an alert beside the canary; the analysis does not run it.
+window, which needs two scrapes within the window and extrapolates.
 """
 
 from __future__ import annotations
@@ -283,40 +282,3 @@ def _latency_reasons(canary: VersionStats, stable: VersionStats, stable_known: b
     elif canary.p99_beyond or canary.p99 > stable.p99 * bounds.max_p99_factor:
         reasons.append("p99 %s is more than %g times the stable version's %s" % (
             shown, bounds.max_p99_factor, format_seconds(stable.p99)))
-
-
-# ---- PromQL, for analysis.metrics: prometheus ----
-
-def _promql_selector(series: Series, namespace: str, pod_regex: str, suffix: str = "") -> str:
-    matchers = ['namespace="%s"' % namespace, 'pod=~"%s"' % pod_regex]
-    matchers += ['%s=~"%s"' % (label, _promql_string(pattern)) for label, pattern in series.match]
-    matchers += ['%s!~"%s"' % (label, _promql_string(pattern)) for label, pattern in series.exclude]
-    return "%s%s{%s}" % (series.name, suffix, ",".join(matchers))
-
-
-def _promql_string(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def pod_regex(model: str, track: str, stable_hash: str = "") -> str:
-    """The names of a version's pods: ``<model>-canary-<hash>-<id>``, or the stable ReplicaSet's ``<model>-<hash>-<id>``."""
-    if track == "canary":
-        return re.escape(model) + "-canary-[a-z0-9]+-[a-z0-9]+"
-    return "%s-%s-[a-z0-9]+" % (re.escape(model), re.escape(stable_hash))
-
-
-def promql(metrics: RequestMetrics, namespace: str, pods: str, window_seconds: int) -> Dict[str, str]:
-    """The queries of a version's requests, errors and p99 (in seconds) over the last ``window_seconds``; pods:
-    :func:`pod_regex`. The Prometheus must scrape the pods with ``namespace`` and ``pod`` labels (the ServiceMonitor
-    the deploy creates does)."""
-    window = "[%ds]" % int(window_seconds)
-
-    def added(series: Sequence[Series]) -> str:
-        return " + ".join("sum(increase(%s%s))" % (_promql_selector(one, namespace, pods), window) for one in series)
-
-    queries = {"requests": added(metrics.requests), "errors": added(metrics.errors)}
-    if metrics.latency is not None:
-        quantile = "histogram_quantile(%g, sum by (le) (increase(%s%s)))" % (
-            QUANTILE, _promql_selector(metrics.latency, namespace, pods, "_bucket"), window)
-        queries["p99"] = quantile if metrics.latency_unit == 1 else "%s * %g" % (quantile, metrics.latency_unit)
-    return queries

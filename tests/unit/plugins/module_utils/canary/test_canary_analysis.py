@@ -24,8 +24,6 @@ from ansible_collections.creativeflow.ai_serving.plugins.module_utils.canary.ana
     histogram_quantile,
     increase,
     judge,
-    pod_regex,
-    promql,
     read_counts,
     stats,
     total,
@@ -277,42 +275,3 @@ def test_custom_server_refusals_are_read_and_increase():
     assert increase(counts, Counts(262, 4, counts.buckets, 7)).rejected == 5
     assert total([counts, counts]).rejected == 4
     assert stats(counts).rejected == 2
-
-
-# ---- PromQL
-
-def test_pod_regex():
-    assert pod_regex("fraud", "canary") == r"fraud-canary-[a-z0-9]+-[a-z0-9]+"
-    assert pod_regex("fraud", "stable", "6d4f8b7c9") == "fraud-6d4f8b7c9-[a-z0-9]+"
-
-
-def test_promql_of_custom_server():
-    assert CUSTOM is not None
-    queries = promql(CUSTOM, "ai-serving", "fraud-canary-[a-z0-9]+-[a-z0-9]+", 120)
-    endpoint = (r'endpoint=~"/predict|/v2/models/\\{model_name\\}(/versions/\\{model_version\\})?/infer'
-                r'|/inference\\.GRPCInferenceService/ModelInfer"')
-    pods = 'namespace="ai-serving",pod=~"fraud-canary-[a-z0-9]+-[a-z0-9]+"'
-    assert queries == {
-        "requests": "sum(increase(custom_server_requests_total{%s,%s}[120s]))" % (pods, endpoint),
-        "errors": 'sum(increase(custom_server_requests_total{%s,%s,code=~"5[0-9][0-9]"}[120s]))' % (pods, endpoint),
-        "p99": "histogram_quantile(0.99, sum by (le) (increase(custom_server_request_duration_seconds_bucket{%s,%s}"
-               "[120s])))" % (pods, endpoint),
-    }
-
-
-def test_promql_sums_several_counters_and_scales_the_latency():
-    torchserve = runtimes.get("torchserve").request_metrics
-    tf_serving = runtimes.get("tf_serving").request_metrics
-    assert torchserve is not None and tf_serving is not None
-    queries = promql(torchserve, "ns", "m-canary-.*", 60)
-    assert queries == {
-        "requests": 'sum(increase(Requests2XX{namespace="ns",pod=~"m-canary-.*"}[60s])) + '
-                    'sum(increase(Requests4XX{namespace="ns",pod=~"m-canary-.*"}[60s])) + '
-                    'sum(increase(Requests5XX{namespace="ns",pod=~"m-canary-.*"}[60s]))',
-        "errors": 'sum(increase(Requests5XX{namespace="ns",pod=~"m-canary-.*"}[60s]))',
-    }
-    queries = promql(tf_serving, "ns", "m-canary-.*", 60)
-    assert queries["errors"] == ('sum(increase(:tensorflow:serving:request_count{namespace="ns",pod=~"m-canary-.*",'
-                                 'status!~"OK"}[60s]))')
-    assert queries["p99"] == ('histogram_quantile(0.99, sum by (le) (increase(:tensorflow:serving:request_latency_bucket'
-                              '{namespace="ns",pod=~"m-canary-.*"}[60s]))) * 1e-06')
