@@ -5,8 +5,10 @@ No mocks, nothing downloaded from a hub:
   libraries and never uses them), every wheel pinned in tests/fixtures/models/vllm/requirements.txt, installed on the
   Debian base image by hack/vllm_image.sh, which also makes the tiny model in the build (a 2-layer llama with random
   weights and a byte-level BPE tokenizer trained on a few lines, tests/fixtures/models/vllm/make_tiny_llama.py);
-- that image is pushed to the cluster's registry as it is, and the local catalog's tiny-vllm-cpu deploys it (no build
-  by the deploy: see the catalog entry): Ready on the real node, its smoke check
+- the CUDA libraries torch links but never calls on CPU are stubs in that image (they abort, naming the function, if
+  ever called): the real completions below are the proof that a CPU server never calls them;
+- that image is pushed to the cluster's registry as it is (its layer compressed with zstd), and the local catalog's
+  tiny-vllm-cpu deploys it (no build by the deploy: see the catalog entry): Ready on the real node, its smoke check
   a real completion; the test asks for completions through the Service (the API server's service proxy), reads
   /health, /v1/models and /metrics, and checks the series the canary analysis reads are the server's own;
 - a second deploy changes nothing; undeploy leaves no object and no container of the model.
@@ -40,7 +42,7 @@ MODEL = "tiny-vllm-cpu"
 REAL_NODE = "real-0"
 CLUSTER_SH = REPO_ROOT / "cluster" / "cluster.sh"
 SELECTOR = f"creativeflow.ai/model-name={MODEL},app.kubernetes.io/managed-by=creativeflow.ai_serving"
-# A cold build downloads about 3.5 GB of wheels and writes a 5 GB tree into a vfs storage, on 2 shared cores.
+# A cold build downloads about 2.7 GB of wheels and writes a 2.5 GB tree into a vfs storage, on 2 shared cores.
 BUILD_TIMEOUT = 2400
 # The first deploy builds FROM that base, pushes it to the local registry, and the node pulls and unpacks it.
 DEPLOY_TIMEOUT = 2400
