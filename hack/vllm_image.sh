@@ -122,7 +122,7 @@ for wheel in sorted(wheels.glob("*.whl")):
         print(f"[cluster] removing {wheel.name} from the wheels cache: not pinned", file=sys.stderr)
         wheel.unlink()
 EOF
-# The images of older recipes (5 GB each in a vfs storage).
+# The images of older recipes (a few GB each in a vfs storage).
 for old in $(podman images --noheading --format '{{.Repository}}:{{.Tag}}' --filter "reference=${repository}"); do
   [[ "${old}" == "${image}" ]] && continue
   podman rmi "${old}" >/dev/null 2>&1 && log "removed ${old} (an older recipe)" || log "could not remove ${old}"
