@@ -67,9 +67,12 @@ stubbed="nvidia/cu13/lib/libcublasLt.so.13 nvidia/cu13/lib/libcublas.so.13 nvidi
   nvidia/cu13/lib/libcurand.so.10 nvidia/cu13/lib/libcusolver.so.12 nvidia/cu13/lib/libcusparse.so.12
   nvidia/cu13/lib/libnvJitLink.so.13 nvidia/cu13/lib/libnvrtc.so.13 nvidia/cusparselt/lib/libcusparseLt.so.0
   nvidia/nccl/lib/libnccl.so.2"
+# The RUN reads the fixture's files through mounts, which podman's layer cache does not see: the recipe's hash in a
+# label before it is what makes a changed recipe a new build, not the cached layer of the old one.
 cat >"${context}/Containerfile" <<EOF
 FROM ${base}
-LABEL org.opencontainers.image.title=vllm-cpu-base org.opencontainers.image.version=${version}
+LABEL org.opencontainers.image.title=vllm-cpu-base org.opencontainers.image.version=${version} \\
+      ai.creativeflow.recipe=${recipe}
 ENV PATH=/opt/vllm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     HF_HUB_OFFLINE=1 \\
     VLLM_NO_USAGE_STATS=1 \\

