@@ -344,21 +344,9 @@ def test_a_new_version_that_does_not_change_the_pods_is_a_plain_apply(api: Canar
 
 
 def test_an_interrupted_canary_stays_and_a_rerun_continues_from_its_step(api: CanaryApi, monkeypatch) -> None:
-    calls = {"n": 0}
-    sleep = api.clock.sleep  # type: ignore[attr-defined]
-
-    def interrupting(seconds: float) -> None:
-        calls["n"] += 1
-        if calls["n"] == 5:  # in step 2
-            raise Interrupted("SIGINT")
-        sleep(seconds)
-
-    monkeypatch.setattr(api.clock, "sleep", interrupting)  # type: ignore[attr-defined]
-    _engine, error = deploy_failing(api, model())
+    error = interrupted_at_step_2(api, monkeypatch)
     assert str(error).startswith("Interrupted by SIGINT during 'Canary | Step 2: 50% for 1m (2 canary, 2 stable "
                                  "pod(s))'. The canary stays as it is")
-    assert api.objects[("Deployment", CANARY)]["spec"]["replicas"] == 2
-    monkeypatch.setattr(api.clock, "sleep", sleep)  # type: ignore[attr-defined]
     engine = deploy(api, model())
     assert steps(engine)[:2] == ["Canary | Start", "Canary | Step 2: 50% for 1m (2 canary, 2 stable pod(s))"]
     assert engine.steps[[s["name"] for s in engine.steps].index("Canary | Start")]["msg"].startswith(
@@ -377,7 +365,8 @@ def check_run(api: CanaryApi, entry: Dict[str, Any]) -> Engine:
     return engine
 
 
-def interrupted_at_step_2(api: CanaryApi, monkeypatch) -> None:
+def interrupted_at_step_2(api: CanaryApi, monkeypatch, entry: Optional[Dict[str, Any]] = None) -> Exception:
+    """A canary deploy of ``entry`` (default: :func:`model`) interrupted by SIGINT in step 2's pause; its error."""
     sleep = api.clock.sleep  # type: ignore[attr-defined]
     calls = {"n": 0}
 
@@ -388,8 +377,10 @@ def interrupted_at_step_2(api: CanaryApi, monkeypatch) -> None:
         sleep(seconds)
 
     monkeypatch.setattr(api.clock, "sleep", interrupting)  # type: ignore[attr-defined]
-    deploy_failing(api, model())
+    _engine, error = deploy_failing(api, entry or model())
     monkeypatch.setattr(api.clock, "sleep", sleep)  # type: ignore[attr-defined]
+    assert api.objects[("Deployment", CANARY)]["spec"]["replicas"] == 2
+    return error
 
 
 def test_check_mode_does_not_list_a_canary_the_real_run_continues_as_removed(api: CanaryApi, monkeypatch) -> None:
@@ -580,18 +571,7 @@ def test_a_gateway_canary_with_errors_is_aborted_its_route_removed_first(api: Ca
 
 def test_an_interrupted_gateway_canary_continues_from_the_step_its_route_shows(api: CanaryApi, monkeypatch) -> None:
     serve_kinds(monkeypatch, {GATEWAY})
-    sleep = api.clock.sleep  # type: ignore[attr-defined]
-    calls = {"n": 0}
-
-    def interrupting(seconds: float) -> None:
-        calls["n"] += 1
-        if calls["n"] == 5:  # in step 2
-            raise Interrupted("SIGINT")
-        sleep(seconds)
-
-    monkeypatch.setattr(api.clock, "sleep", interrupting)  # type: ignore[attr-defined]
-    deploy_failing(api, routed("gateway"))
-    monkeypatch.setattr(api.clock, "sleep", sleep)  # type: ignore[attr-defined]
+    interrupted_at_step_2(api, monkeypatch, routed("gateway"))
     assert backends(api.objects[("HTTPRoute", NAME)]) == [(NAME + "-stable", 50), (CANARY, 50)]
     engine = deploy(api, routed("gateway"))
     start = next(s for s in engine.steps if s["name"] == "Canary | Start")
@@ -635,22 +615,6 @@ def test_leftovers_are_found_only_with_the_canary_deployment(api: CanaryApi) -> 
     assert progression.leftovers(api, NAME, NS) == [
         {"api_version": "v1", "kind": "Service", "name": NAME + "-stable"},
         {"api_version": "apps/v1", "kind": "Deployment", "name": CANARY}]
-
-
-def interrupted_at_step_2(api: CanaryApi, monkeypatch) -> None:
-    sleep = api.clock.sleep  # type: ignore[attr-defined]
-    calls = {"n": 0}
-
-    def interrupting(seconds: float) -> None:
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise Interrupted("SIGTERM")
-        sleep(seconds)
-
-    monkeypatch.setattr(api.clock, "sleep", interrupting)  # type: ignore[attr-defined]
-    deploy_failing(api, model())
-    monkeypatch.setattr(api.clock, "sleep", sleep)  # type: ignore[attr-defined]
-    assert api.objects[("Deployment", CANARY)]["spec"]["replicas"] == 2
 
 
 def gpu_node(gpus: int) -> Dict[str, Any]:
