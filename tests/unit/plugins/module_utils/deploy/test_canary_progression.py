@@ -249,8 +249,9 @@ def deploy(api: CanaryApi, entry: Dict[str, Any]) -> Engine:
     return engine
 
 
-def deploy_failing(api: CanaryApi, entry: Dict[str, Any]) -> Tuple[Engine, DeployError]:
-    engine = Engine(args(model=entry), lambda: api)
+def deploy_failing(api: CanaryApi, entry: Dict[str, Any], **more: Any) -> Tuple[Engine, DeployError]:
+    """A deploy of ``entry`` (``more``: the module's other arguments) that must fail; the engine and its error."""
+    engine = Engine(args(model=entry, **more), lambda: api)
     engine.notify = lambda line: None
     with pytest.raises(DeployError) as raised:
         try:
@@ -690,14 +691,9 @@ def test_canary_action_promote_promotes_now(api: CanaryApi, monkeypatch) -> None
 
 
 def test_canary_action_without_a_canary_says_so(api: CanaryApi) -> None:
-    engine = Engine(dict(args(model=model()), canary_action="abort"), lambda: api)
-    with pytest.raises(DeployError) as raised:
-        try:
-            engine.apply(engine.preflight())
-        finally:
-            engine.release()
-    assert str(raised.value) == ("canary_action abort: no canary of image-classifier runs in namespace ai-serving (no "
-                                 "Deployment image-classifier-canary). Nothing was applied.")
+    _engine, error = deploy_failing(api, model(), canary_action="abort")
+    assert str(error) == ("canary_action abort: no canary of image-classifier runs in namespace ai-serving (no "
+                          "Deployment image-classifier-canary). Nothing was applied.")
 
 
 def test_every_check_is_kept_for_the_result(api: CanaryApi) -> None:
@@ -825,16 +821,9 @@ def test_a_url_that_answers_something_else_stops_the_canary_too(api: CanaryApi, 
             return 404, "404 page not found\n", ""
 
     monkeypatch.setattr(progression, "PrometheusApi", NotPrometheus)
-    engine = Engine(dict(args(model=model(metrics="prometheus")), canary_prometheus_url="http://web:80"),
-                    lambda: api)
-    engine.notify = lambda line: None
-    with pytest.raises(DeployError) as raised:
-        try:
-            engine.apply(engine.preflight())
-        finally:
-            engine.release()
+    _engine, error = deploy_failing(api, model(metrics="prometheus"), canary_prometheus_url="http://web:80")
     assert "no Prometheus answers a query at http://web:80 (ai_serving_canary_prometheus_url): HTTP 404: 404 page " \
-        "not found. Set the URL" in str(raised.value), raised.value
+        "not found. Set the URL" in str(error), error
     assert ("Deployment", CANARY) not in api.objects
 
 
