@@ -429,9 +429,12 @@ class Kube:
             if (status.observed_generation or 0) >= dep.metadata.generation:
                 progressing = next((c for c in status.conditions or [] if c.type == "Progressing"), None)
                 if progressing is not None and progressing.reason == "ProgressDeadlineExceeded":
-                    if not (pod_request and elapsed <= QUOTA_RETRY_TIMEOUT_S and self.refused_by_quota(namespace)):
+                    refused = bool(pod_request and elapsed <= QUOTA_RETRY_TIMEOUT_S and self.refused_by_quota(namespace))
+                    # After a retry the refusal is cleared by the pod it let through, while the condition still
+                    # says ProgressDeadlineExceeded until the controller sees progress: a moving rollout.
+                    if not (refused or retried):
                         return False, "ProgressDeadlineExceeded after {0:.0f}s: {1}".format(elapsed, self.stuck(namespace))
-                    if self.quota_has_room(namespace, *pod_request):
+                    if refused and self.quota_has_room(namespace, *pod_request):
                         settled = None
                         if time.monotonic() - nudged >= NUDGE_INTERVAL_S:
                             self.nudge(namespace)
